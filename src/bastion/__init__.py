@@ -1,0 +1,94 @@
+"""Bastion: share and deploy machine-learning models securely.
+
+The names users call are listed in ``__all__``; everything else is private.
+Signing names are imported on first use, so that ``bastion --help`` and other
+light commands start without loading the cryptography stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from bastion.errors import (
+    BastionError,
+    BundleFormatError,
+    CertificateFormatError,
+    InputError,
+    InternalError,
+    KeyFormatError,
+    ModelTreeError,
+    PassphraseError,
+    PathNotFoundError,
+    TrustPolicyError,
+    UsageError,
+    VerificationError,
+)
+
+if TYPE_CHECKING:
+    from bastion.signing import (
+        DigestCache,
+        PrivateKey,
+        PublicKey,
+        SignResult,
+        TrustPolicy,
+        VerificationResult,
+        digest,
+        generate_key,
+        sign,
+        verify,
+    )
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "DigestCache": "bastion.signing",
+    "PrivateKey": "bastion.signing",
+    "PublicKey": "bastion.signing",
+    "SignResult": "bastion.signing",
+    "TrustPolicy": "bastion.signing",
+    "VerificationResult": "bastion.signing",
+    "digest": "bastion.signing",
+    "generate_key": "bastion.signing",
+    "sign": "bastion.signing",
+    "verify": "bastion.signing",
+}
+
+__all__ = [
+    "BastionError",
+    "BundleFormatError",
+    "CertificateFormatError",
+    "DigestCache",
+    "InputError",
+    "InternalError",
+    "KeyFormatError",
+    "ModelTreeError",
+    "PassphraseError",
+    "PathNotFoundError",
+    "PrivateKey",
+    "PublicKey",
+    "SignResult",
+    "TrustPolicy",
+    "TrustPolicyError",
+    "UsageError",
+    "VerificationError",
+    "VerificationResult",
+    "__version__",
+    "digest",
+    "generate_key",
+    "sign",
+    "verify",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bastion' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

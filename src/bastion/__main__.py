@@ -1,0 +1,7 @@
+"""``python -m bastion``: the command line."""
+
+import sys
+
+from bastion.cli import main
+
+sys.exit(main())

@@ -1,0 +1,132 @@
+"""X.509 signing certificates: loading, and validating a chain at the signing time.
+
+Unlike the reference tool, which validates the chain as of the leaf's own
+``notBefore`` (so an expired leaf always passes), a chain is validated at the
+signing time the bundle records: a leaf that was expired or not yet valid then
+fails. The leaf must be allowed to sign: key usage ``digitalSignature`` or
+extended key usage ``codeSigning``, and no key usage that forbids it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import (
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+)
+from cryptography.x509.verification import (
+    VerificationError as X509VerificationError,
+)
+
+from bastion.errors import CertificateFormatError, VerificationError
+from bastion.signing._keys import PublicKey, _PublicPart
+
+__all__ = ["VerifiedCertificate", "load_pem_certificates", "verify_chain"]
+
+_MAX_CERT_FILE = 4 << 20
+
+
+def load_pem_certificates(data: bytes, *, source: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file; at least one."""
+    if len(data) > _MAX_CERT_FILE:
+        raise CertificateFormatError(f"{source} is too large to be a certificate file")
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise CertificateFormatError(f"{source} holds no readable PEM certificate") from exc
+    return certs
+
+
+def load_der_certificate(data: bytes, *, source: str) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise VerificationError(f"{source} holds an unreadable certificate") from exc
+
+
+def identities(cert: x509.Certificate) -> tuple[str, ...]:
+    """The names a certificate vouches for: SAN e-mails, URIs, DNS names, then the CN."""
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        for kind in (x509.RFC822Name, x509.UniformResourceIdentifier, x509.DNSName):
+            names.extend(str(v) for v in san.get_values_for_type(kind))
+    names.extend(
+        str(attr.value) for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    )
+    return tuple(names)
+
+
+def check_can_sign(cert: x509.Certificate) -> None:
+    """Refuse a leaf that may not sign: key usage, when present, must include
+    digitalSignature; without it, extended key usage must include codeSigning."""
+    try:
+        usage: x509.KeyUsage | None = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    try:
+        extended: x509.ExtendedKeyUsage | None = cert.extensions.get_extension_for_class(
+            x509.ExtendedKeyUsage
+        ).value
+    except x509.ExtensionNotFound:
+        extended = None
+    if usage is not None:
+        if not usage.digital_signature:
+            raise VerificationError("the signing certificate's key usage does not allow signing")
+        return
+    if extended is None or not (
+        ExtendedKeyUsageOID.CODE_SIGNING in extended
+        or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in extended
+    ):
+        raise VerificationError(
+            "the signing certificate names neither digitalSignature nor codeSigning usage"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCertificate:
+    """A leaf whose chain to a trusted root was valid at the signing time."""
+
+    leaf: x509.Certificate
+    public_key: PublicKey
+    identities: tuple[str, ...]
+
+
+def verify_chain(
+    chain: Sequence[bytes], roots: Sequence[x509.Certificate], at: datetime
+) -> VerifiedCertificate:
+    """Validate ``chain`` (leaf first, DER) up to one of ``roots`` at time ``at``."""
+    if not roots:
+        raise VerificationError("no trusted root certificates were given")
+    leaf = load_der_certificate(chain[0], source="the bundle")
+    intermediates = [load_der_certificate(c, source="the bundle") for c in chain[1:]]
+    try:
+        verifier = (
+            PolicyBuilder()
+            .store(Store(list(roots)))
+            .time(at)
+            .extension_policies(
+                ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                ee_policy=ExtensionPolicy.permit_all(),
+            )
+            .build_client_verifier()
+        )
+        verifier.verify(leaf, intermediates)
+    except X509VerificationError as exc:
+        detail = str(exc).split(" (encountered", 1)[0]
+        raise VerificationError(
+            f"the signing certificate does not chain to a trusted root at the signing time "
+            f"{at:%Y-%m-%dT%H:%M:%SZ}: {detail}"
+        ) from exc
+    check_can_sign(leaf)
+    key = PublicKey((_PublicPart.of(leaf.public_key()),))
+    return VerifiedCertificate(leaf, key, identities(leaf))

@@ -1,0 +1,203 @@
+"""Signing a model: hash every file, build the OMS statement, sign, write the bundle."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from bastion.errors import InputError, ModelTreeError, PathNotFoundError, UsageError
+from bastion.signing._bundle import Bundle, DsseSignature, Statement, pae
+from bastion.signing._cache import DigestCache
+from bastion.signing._certs import check_can_sign, load_pem_certificates
+from bastion.signing._hashing import ManifestHasher
+from bastion.signing._keys import PrivateKey
+from bastion.signing._manifest import (
+    DEFAULT_SHARD_SIZE,
+    HashType,
+    Method,
+    Serialization,
+    check_relative_name,
+)
+from bastion.signing._result import SignResult
+from bastion.signing._tree import GIT_PATHS, walk_model
+
+__all__ = ["DEFAULT_SIGNATURE_NAME", "default_signature_path", "read_input", "sign"]
+
+DEFAULT_SIGNATURE_NAME = "model.sig"
+
+
+def read_input(path: str | os.PathLike[str], what: str) -> bytes:
+    """Read a small input file, turning OS errors into clear Bastion errors."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PathNotFoundError(f"{what} {os.fspath(path)!r} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {os.fspath(path)!r}: {exc.strerror}") from exc
+
+
+def default_signature_path(model: Path) -> Path:
+    """``model.sig`` inside a model folder; ``<file>.sig`` beside a single-file model."""
+    return (
+        model / DEFAULT_SIGNATURE_NAME if model.is_dir() else model.with_name(model.name + ".sig")
+    )
+
+
+def relative_inside(model: Path, path: Path) -> str | None:
+    """``path`` relative to the model folder, or None when it lies outside."""
+    if not model.is_dir():
+        return None
+    try:
+        rel = path.resolve().relative_to(model.resolve())
+    except ValueError:
+        return None
+    return rel.as_posix() if rel.parts else None
+
+
+def normalize_ignore_paths(model: Path, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """User ignore paths as names relative to the model root (no globs, no escape)."""
+    out = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_absolute():
+            rel = relative_inside(model, p)
+            if rel is None:
+                raise UsageError(f"ignore path {os.fspath(raw)!r} is outside the model")
+        else:
+            rel = p.as_posix().strip("/")
+        out.append(check_relative_name(rel, what="ignore path"))
+    return out
+
+
+def effective_ignore_paths(
+    model: Path,
+    signature_path: Path,
+    ignore_paths: Iterable[str | os.PathLike[str]],
+    ignore_git_paths: bool,
+) -> tuple[str, ...]:
+    ignored = set(normalize_ignore_paths(model, ignore_paths))
+    if ignore_git_paths and model.is_dir():
+        ignored.update(GIT_PATHS)
+    signature_rel = relative_inside(model, signature_path)
+    if signature_rel is not None:
+        ignored.add(signature_rel)
+    return tuple(sorted(ignored))
+
+
+def _load_certificate(
+    key: PrivateKey, certificate: str | os.PathLike[str], chain: Sequence[str | os.PathLike[str]]
+) -> list[x509.Certificate]:
+    leaf = load_pem_certificates(read_input(certificate, "certificate"), source="certificate")[0]
+    if len(key.keys) != 1:
+        raise UsageError("certificates are used with a single classical key, not a hybrid key")
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(serialization.Encoding.PEM, spki) != key.public_key.pem:
+        raise InputError("the certificate's public key does not match the private key")
+    check_can_sign(leaf)
+    now = datetime.now(UTC)
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        raise InputError(
+            f"the certificate is valid only from {leaf.not_valid_before_utc:%Y-%m-%d} "
+            f"to {leaf.not_valid_after_utc:%Y-%m-%d}; signing with it now would not verify"
+        )
+    intermediates = [
+        cert
+        for path in chain
+        for cert in load_pem_certificates(read_input(path, "chain file"), source=os.fspath(path))
+    ]
+    return [leaf, *intermediates]
+
+
+def sign(
+    model_path: str | os.PathLike[str],
+    key: PrivateKey | str | os.PathLike[str],
+    *,
+    passphrase: bytes | None = None,
+    certificate: str | os.PathLike[str] | None = None,
+    chain: Sequence[str | os.PathLike[str]] = (),
+    signature_path: str | os.PathLike[str] | None = None,
+    hash_type: HashType = "sha256",
+    method: Method = "files",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    ignore_paths: Iterable[str | os.PathLike[str]] = (),
+    ignore_git_paths: bool = True,
+    allow_symlinks: bool = False,
+    cache: DigestCache | None = None,
+    threads: int | None = None,
+    now: datetime | None = None,
+) -> SignResult:
+    """Sign the model at ``model_path`` and write an OMS bundle.
+
+    ``key`` is a :class:`PrivateKey` or the path of a PEM key file (with
+    ``passphrase`` if it is encrypted). With ``certificate`` (and optional
+    ``chain`` files), the bundle carries the X.509 chain instead of a key hint.
+    The signature goes to ``signature_path`` (default ``model.sig`` in the
+    model folder, or ``<file>.sig`` beside a single file) and is left out of
+    the manifest. Returns what was signed.
+    """
+    model = Path(model_path)
+    if not model.exists():
+        raise PathNotFoundError(f"model path {os.fspath(model)!r} does not exist")
+    if not isinstance(key, PrivateKey):
+        key = PrivateKey.from_pem(
+            read_input(key, "private key"), passphrase, source=f"private key {os.fspath(key)!r}"
+        )
+    certs = _load_certificate(key, certificate, chain) if certificate is not None else []
+    out = Path(signature_path) if signature_path is not None else default_signature_path(model)
+    ser = Serialization(
+        method=method,
+        hash_type=hash_type,
+        shard_size=shard_size,
+        allow_symlinks=allow_symlinks,
+        ignore_paths=effective_ignore_paths(model, out, ignore_paths, ignore_git_paths),
+    )
+    files = walk_model(model, ignore_paths=ser.ignore_paths, allow_symlinks=allow_symlinks)
+    if not files:
+        raise ModelTreeError(f"model {os.fspath(model)!r} has no files to sign")
+    resources = ManifestHasher(ser, threads=threads, cache=cache).hash(files)
+    signed_at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    statement = Statement.build(model.resolve().name, ser, tuple(resources), signed_at)
+    payload = statement.to_payload()
+    signatures = tuple(DsseSignature(hint, sig) for hint, sig in key.sign(pae(payload)))
+    public = key.public_key
+    bundle = Bundle(
+        payload,
+        signatures,
+        key_hint=None if certs else public.hint,
+        certificates=tuple(c.public_bytes(serialization.Encoding.DER) for c in certs),
+    )
+    _write_atomically(out, bundle.to_json())
+    return SignResult(
+        model=os.fspath(model),
+        signature=os.fspath(out),
+        root_digest=statement.root_digest,
+        algorithm=public.algorithm,
+        key_fingerprint=public.fingerprint,
+        resources=len(resources),
+        signed_at=signed_at,
+    )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new, never half."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".bastion-", suffix=".tmp")
+    except OSError as exc:
+        raise InputError(f"cannot write signature {os.fspath(path)!r}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write signature {os.fspath(path)!r}: {exc.strerror}") from exc
