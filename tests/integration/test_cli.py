@@ -1,0 +1,167 @@
+"""The command line through its ``main``: results on stdout, diagnoses on stderr,
+documented exit codes (0 ok, 1 verification failed, 2 usage or bad input)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bastion.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    secret = tmp_path / "passphrase.txt"
+    secret.write_text("s3cret passphrase\n")
+    code, _, _ = run(
+        capsys,
+        "keygen",
+        "--type",
+        "ecdsa-p384",
+        "--out",
+        tmp_path / "keys/release",
+        "--passphrase-file",
+        secret,
+    )
+    assert code == 0
+    return tmp_path / "keys"
+
+
+def test_sign_verify_digest_round_trip(
+    model: Path, keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pw = tmp_path / "passphrase.txt"
+    code, out, err = run(
+        capsys, "sign", model, "--key", keys / "release.key", "--passphrase-file", pw, "--json"
+    )
+    assert code == 0
+    signed = json.loads(out)
+    assert signed["signature"] == str(model / "model.sig")
+    assert "signed 5 resource(s)" in err
+
+    code, out, _ = run(capsys, "verify", model, "--public-key", keys / "release.pub", "--json")
+    assert code == 0
+    verified = json.loads(out)
+    assert verified["ok"] is True
+    assert verified["root_digest"] == signed["root_digest"]
+
+    code, out, _ = run(capsys, "digest", model)
+    assert (code, out.strip()) == (0, signed["root_digest"])
+
+
+def test_tampered_model_exits_1_with_the_difference(
+    model: Path, keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pw = tmp_path / "passphrase.txt"
+    run(capsys, "sign", model, "--key", keys / "release.key", "--passphrase-file", pw)
+    (model / "config.json").write_text("{}")
+    (model / "evil.py").write_text("import os")
+    code, out, err = run(capsys, "verify", model, "--public-key", keys / "release.pub", "--json")
+    assert code == 1
+    body = json.loads(out)
+    assert body["ok"] is False
+    assert body["error"]["code"] == "verification_failed"
+    assert body["error"]["result"]["modified"] == ["config.json"]
+    assert body["error"]["result"]["added"] == ["evil.py"]
+    assert err.count("\n") == 1 and "does not match" in err
+
+
+def test_trust_policy_round_trip(
+    model: Path, keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pw = tmp_path / "passphrase.txt"
+    run(capsys, "sign", model, "--key", keys / "release.key", "--passphrase-file", pw)
+    policy = tmp_path / "trust.toml"
+    code, _, _ = run(capsys, "trust", "init", "--public-key", keys / "release.pub", "--out", policy)
+    assert code == 0
+    code, out, _ = run(capsys, "verify", model, "--trust", policy, "--json")
+    assert code == 0
+    assert json.loads(out)["signers"][0]["name"] == "release"
+    code, _, err = run(
+        capsys, "trust", "init", "--public-key", keys / "release.pub", "--out", policy
+    )
+    assert code == 2 and "already exists" in err
+
+
+def test_shards_blake3_and_ignore_flags(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "keygen", "--type", "ed25519", "--out", tmp_path / "k", "--unencrypted")
+    for flags in (["--method", "shards", "--shard-size", "1000"], ["--hash", "blake3"]):
+        code, _, _ = run(
+            capsys,
+            "sign",
+            model,
+            "--key",
+            tmp_path / "k.key",
+            "--ignore-paths",
+            "tokenizer",
+            *flags,
+        )
+        assert code == 0
+        (model / "tokenizer/vocab.txt").write_text("ignored change")
+        code, _, _ = run(capsys, "verify", model, "--public-key", tmp_path / "k.pub")
+        assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["sign", "{tmp}/missing", "--key", "{tmp}/k.key"], "does not exist"),
+        (["sign", "{model}", "--key", "{tmp}/k.pub"], "not a private key"),
+        (["sign", "{model}", "--key", "{tmp}/nope.key"], "does not exist"),
+        (["verify", "{model}", "--public-key", "{tmp}/k.key"], "not a public key"),
+        (["verify", "{model}", "--public-key", "{tmp}/k.pub", "--signature", "{tmp}/junk"], "JSON"),
+        (["verify", "{model}", "--trust", "{tmp}/empty.toml"], "trusts no key"),
+        (["verify", "{model}", "--ca", "{tmp}/k.pub", "--identity", "x"], "certificate"),
+        (["keygen", "--out", "{tmp}/new"], "needs a passphrase"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    needle: str,
+) -> None:
+    run(capsys, "keygen", "--out", tmp_path / "k", "--unencrypted")
+    run(capsys, "sign", model, "--key", tmp_path / "k.key")
+    (tmp_path / "junk").write_text('{"mediaType": "application/vnd.dev.sigstore.bun')
+    (tmp_path / "empty.toml").write_text("version = 1\n")
+    args = [a.format(tmp=tmp_path, model=model) for a in argv]
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert needle in err
+    assert err.startswith("bastion: error [") and err.count("\n") == 1
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["verify"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("bastion ")
+
+
+def test_json_errors_go_to_stdout_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "digest", tmp_path / "missing", "--json")
+    assert code == 2
+    assert json.loads(out) == {
+        "ok": False,
+        "error": {
+            "code": "path_not_found",
+            "message": f"model path '{tmp_path}/missing' does not exist",
+        },
+    }
+    assert "path_not_found" in err
