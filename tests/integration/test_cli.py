@@ -71,7 +71,8 @@ def test_tampered_model_exits_1_with_the_difference(
     assert body["error"]["code"] == "verification_failed"
     assert body["error"]["result"]["modified"] == ["config.json"]
     assert body["error"]["result"]["added"] == ["evil.py"]
-    assert err.count("\n") == 1 and "does not match" in err
+    assert err.count("\n") == 1
+    assert "does not match" in err
 
 
 def test_trust_policy_round_trip(
@@ -88,7 +89,8 @@ def test_trust_policy_round_trip(
     code, _, err = run(
         capsys, "trust", "init", "--public-key", keys / "release.pub", "--out", policy
     )
-    assert code == 2 and "already exists" in err
+    assert code == 2
+    assert "already exists" in err
 
 
 def test_shards_blake3_and_ignore_flags(
@@ -141,7 +143,8 @@ def test_bad_input_exits_2_with_one_line(
     assert code == 2
     assert out == ""
     assert needle in err
-    assert err.startswith("bastion: error [") and err.count("\n") == 1
+    assert err.startswith("bastion: error [")
+    assert err.count("\n") == 1
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

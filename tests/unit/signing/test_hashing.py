@@ -13,7 +13,6 @@ from bastion.errors import ModelTreeError
 from bastion.signing._hashing import ManifestHasher
 from bastion.signing._manifest import Serialization
 from bastion.signing._tree import walk_model
-
 from tests.conftest import ModelFactory
 
 # Sizes that cross the hasher's thresholds: one read, several reads (4 MiB
@@ -85,7 +84,7 @@ def test_file_replaced_between_walk_and_read_is_refused(make_model: ModelFactory
     files = walk_model(model)
     os.remove(model / "a.bin")
     (model / "a.bin").write_bytes(b"swapped!")
-    with pytest.raises(ModelTreeError, match="replaced|changed"):
+    with pytest.raises(ModelTreeError, match=r"replaced|changed"):
         ManifestHasher(Serialization()).hash(files)
 
 

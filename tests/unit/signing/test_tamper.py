@@ -15,7 +15,6 @@ from bastion.errors import BundleFormatError, ModelTreeError, VerificationError
 from bastion.signing import PrivateKey
 from bastion.signing._bundle import Bundle, DsseSignature, Statement, pae
 from bastion.signing._manifest import Resource, Serialization
-
 from tests.conftest import ModelFactory
 
 
