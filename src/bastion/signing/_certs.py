@@ -27,7 +27,7 @@ from cryptography.x509.verification import (
 from bastion.errors import CertificateFormatError, VerificationError
 from bastion.signing._keys import PublicKey, _PublicPart
 
-__all__ = ["VerifiedCertificate", "load_pem_certificates", "verify_chain"]
+__all__ = ["VerifiedCertificate", "load_pem_certificates", "signing_refusal", "verify_chain"]
 
 _MAX_CERT_FILE = 4 << 20
 
@@ -66,30 +66,25 @@ def identities(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(names)
 
 
-def check_can_sign(cert: x509.Certificate) -> None:
-    """Refuse a leaf that may not sign: key usage, when present, must include
+def signing_refusal(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` may not sign, or None. Key usage, when present, must include
     digitalSignature; without it, extended key usage must include codeSigning."""
     try:
         usage: x509.KeyUsage | None = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         usage = None
+    if usage is not None:
+        return None if usage.digital_signature else "its key usage does not allow signing"
     try:
-        extended: x509.ExtendedKeyUsage | None = cert.extensions.get_extension_for_class(
-            x509.ExtendedKeyUsage
-        ).value
+        extended = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         extended = None
-    if usage is not None:
-        if not usage.digital_signature:
-            raise VerificationError("the signing certificate's key usage does not allow signing")
-        return
-    if extended is None or not (
+    if extended is not None and (
         ExtendedKeyUsageOID.CODE_SIGNING in extended
         or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in extended
     ):
-        raise VerificationError(
-            "the signing certificate names neither digitalSignature nor codeSigning usage"
-        )
+        return None
+    return "it names neither digitalSignature nor codeSigning usage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +122,8 @@ def verify_chain(
             f"the signing certificate does not chain to a trusted root at the signing time "
             f"{at:%Y-%m-%dT%H:%M:%SZ}: {detail}"
         ) from exc
-    check_can_sign(leaf)
+    refusal = signing_refusal(leaf)
+    if refusal is not None:
+        raise VerificationError(f"the signing certificate may not sign: {refusal}")
     key = PublicKey((_PublicPart.of(leaf.public_key()),))
     return VerifiedCertificate(leaf, key, identities(leaf))

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from bastion.errors import InputError, ModelTreeError, PathNotFoundError, UsageError
 from bastion.signing._bundle import Bundle, DsseSignature, Statement, pae
 from bastion.signing._cache import DigestCache
-from bastion.signing._certs import check_can_sign, load_pem_certificates
+from bastion.signing._certs import load_pem_certificates, signing_refusal
 from bastion.signing._hashing import ManifestHasher
 from bastion.signing._keys import PrivateKey
 from bastion.signing._manifest import (
@@ -91,7 +91,10 @@ def effective_ignore_paths(
 
 
 def _load_certificate(
-    key: PrivateKey, certificate: str | os.PathLike[str], chain: Sequence[str | os.PathLike[str]]
+    key: PrivateKey,
+    certificate: str | os.PathLike[str],
+    chain: Sequence[str | os.PathLike[str]],
+    signed_at: datetime,
 ) -> list[x509.Certificate]:
     leaf = load_pem_certificates(read_input(certificate, "certificate"), source="certificate")[0]
     if len(key.keys) != 1:
@@ -99,12 +102,14 @@ def _load_certificate(
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if leaf.public_key().public_bytes(serialization.Encoding.PEM, spki) != key.public_key.pem:
         raise InputError("the certificate's public key does not match the private key")
-    check_can_sign(leaf)
-    now = datetime.now(UTC)
-    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+    refusal = signing_refusal(leaf)
+    if refusal is not None:
+        raise InputError(f"the certificate may not sign models: {refusal}")
+    if not leaf.not_valid_before_utc <= signed_at <= leaf.not_valid_after_utc:
         raise InputError(
             f"the certificate is valid only from {leaf.not_valid_before_utc:%Y-%m-%d} "
-            f"to {leaf.not_valid_after_utc:%Y-%m-%d}; signing with it now would not verify"
+            f"to {leaf.not_valid_after_utc:%Y-%m-%d}; a signature made at "
+            f"{signed_at:%Y-%m-%dT%H:%M:%SZ} would not verify"
         )
     intermediates = [
         cert
@@ -148,7 +153,8 @@ def sign(
         key = PrivateKey.from_pem(
             read_input(key, "private key"), passphrase, source=f"private key {os.fspath(key)!r}"
         )
-    certs = _load_certificate(key, certificate, chain) if certificate is not None else []
+    signed_at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    certs = _load_certificate(key, certificate, chain, signed_at) if certificate else []
     out = Path(signature_path) if signature_path is not None else default_signature_path(model)
     ser = Serialization(
         method=method,
@@ -161,7 +167,6 @@ def sign(
     if not files:
         raise ModelTreeError(f"model {os.fspath(model)!r} has no files to sign")
     resources = ManifestHasher(ser, threads=threads, cache=cache).hash(files)
-    signed_at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     statement = Statement.build(model.resolve().name, ser, tuple(resources), signed_at)
     payload = statement.to_payload()
     signatures = tuple(DsseSignature(hint, sig) for hint, sig in key.sign(pae(payload)))
