@@ -16,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from bastion.errors import InputError, PathNotFoundError, UsageError
+from bastion._files import read_input
+from bastion.errors import InputError, UsageError
 
 __all__ = ["PASSPHRASE_ENV", "default_cache_path", "read_passphrase"]
 
@@ -33,14 +34,7 @@ def read_passphrase(
     None when there is no source (no file, no variable, no terminal).
     """
     if passphrase_file is not None:
-        try:
-            data = Path(passphrase_file).read_bytes()[: _MAX_PASSPHRASE_FILE + 1]
-        except FileNotFoundError:
-            raise PathNotFoundError(f"passphrase file {passphrase_file!r} does not exist") from None
-        except OSError as exc:
-            raise InputError(f"cannot read passphrase file {passphrase_file!r}") from exc
-        if len(data) > _MAX_PASSPHRASE_FILE:
-            raise InputError(f"passphrase file {passphrase_file!r} is too large")
+        data = read_input(passphrase_file, "passphrase file", limit=_MAX_PASSPHRASE_FILE)
         value = data.rstrip(b"\r\n")
         if not value:
             raise InputError(f"passphrase file {passphrase_file!r} is empty")

@@ -34,10 +34,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from bastion._files import read_input
     from bastion.signing import PrivateKey, sign
-    from bastion.signing._sign import read_input
+    from bastion.signing._keys import MAX_KEY_FILE
 
-    data = read_input(args.key, "private key")
+    data = read_input(args.key, "private key", limit=MAX_KEY_FILE)
     passphrase = None
     if b"ENCRYPTED" in data:
         passphrase = read_passphrase(args.passphrase_file, prompt="Key passphrase: ")

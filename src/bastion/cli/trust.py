@@ -31,9 +31,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from bastion._files import read_input
     from bastion.signing import PublicKey, TrustedAuthority, TrustedKey, TrustPolicy
-    from bastion.signing._certs import load_pem_certificates
-    from bastion.signing._sign import read_input
+    from bastion.signing._certs import MAX_CERT_FILE, load_pem_certificates
+    from bastion.signing._keys import MAX_KEY_FILE
 
     if args.identity and not args.ca:
         raise UsageError("--identity only applies with --ca")
@@ -41,11 +42,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError('--ca needs at least one --identity (use --identity "*" to accept any)')
     keys = []
     for path in args.public_key:
-        key = PublicKey.from_pem(read_input(path, "public key"), source=f"public key {path!r}")
+        key = PublicKey.from_pem(
+            read_input(path, "public key", limit=MAX_KEY_FILE), source=f"public key {path!r}"
+        )
         keys.append(TrustedKey(Path(path).stem, key))
     authorities = []
     if args.ca:
-        roots = load_pem_certificates(read_input(args.ca, "CA certificate"), source=args.ca)
+        roots = load_pem_certificates(
+            read_input(args.ca, "CA certificate", limit=MAX_CERT_FILE), source=args.ca
+        )
         authorities.append(TrustedAuthority(Path(args.ca).stem, tuple(roots), tuple(args.identity)))
     policy = TrustPolicy(tuple(keys), tuple(authorities), threshold=args.threshold)
     out = Path(args.out)

@@ -20,7 +20,14 @@ from typing import Any
 from bastion.errors import BundleFormatError
 from bastion.signing._manifest import Resource, Serialization, parse_resources, root_digest
 
-__all__ = ["BUNDLE_MEDIA_TYPE", "Bundle", "DsseSignature", "Statement", "pae"]
+__all__ = [
+    "BUNDLE_MEDIA_TYPE",
+    "Bundle",
+    "DsseSignature",
+    "Statement",
+    "format_timestamp",
+    "pae",
+]
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -32,6 +39,12 @@ EXTENSION_VERSION = 1
 MAX_BUNDLE_BYTES = 256 << 20
 _MAX_SIGNATURES = 16
 _MAX_CERTIFICATES = 10
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 UTC to the second; the year always has four digits (unlike strftime's %Y)."""
+    v = value.astimezone(UTC)
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
 
 
 def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
@@ -197,7 +210,7 @@ class Statement:
         if self.signed_at is not None:
             predicate[EXTENSION_KEY] = {
                 "version": EXTENSION_VERSION,
-                "signed_at": self.signed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "signed_at": format_timestamp(self.signed_at),
             }
         doc = {
             "_type": STATEMENT_TYPE,
@@ -233,7 +246,7 @@ class Statement:
         serialization = Serialization.from_dict(predicate.get("serialization"))
         resources = parse_resources(predicate.get("resources"), serialization)
         computed = root_digest(resources)
-        if computed.hex() != digest_hex.lower():
+        if computed.hex() != digest_hex:
             raise BundleFormatError(
                 "the statement is inconsistent: its resources do not hash to its subject digest"
             )
@@ -246,7 +259,7 @@ def _read_extension(body: object) -> tuple[datetime | None, int | None]:
         return None, None
     ext = _object(body, "bastion extension")
     version = ext.get("version")
-    if version != EXTENSION_VERSION:
+    if type(version) is not int or version != EXTENSION_VERSION:
         raise BundleFormatError(
             f"the signature uses Bastion extension version {version!r}; upgrade Bastion"
         )

@@ -36,6 +36,13 @@ __all__ = ["DigestCache"]
 
 _SCHEMA_VERSION = 1
 _DIGEST_SIZE = 32
+_COLUMNS = ("device", "inode", "descriptor", "size", "mtime_ns", "ctime_ns", "digests")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
 
 
 class DigestCache:
@@ -62,25 +69,37 @@ class DigestCache:
                 f"digest cache {str(self._path)!r} is writable by others or owned by another "
                 "user; a cache others can write cannot be trusted. Use a private path."
             )
+        if st.st_size and not _has_sqlite_header(self._path):
+            raise self._foreign()
         try:
             self._db = sqlite3.connect(self._path, check_same_thread=False)
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS digests ("
-                " device INTEGER, inode INTEGER, descriptor TEXT,"
-                " size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, digests BLOB,"
-                " PRIMARY KEY (device, inode, descriptor))"
-            )
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
-                raise InputError(
-                    f"digest cache {str(self._path)!r} has format {version}; delete it"
-                )
-            self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            self._db.commit()
+            self._open_schema()
         except sqlite3.DatabaseError as exc:
-            raise InputError(
-                f"digest cache {str(self._path)!r} is not a Bastion cache ({exc}); delete it"
-            ) from exc
+            raise self._foreign() from exc
+
+    def _foreign(self) -> InputError:
+        return InputError(
+            f"{str(self._path)!r} is not a Bastion cache; delete it or choose another path"
+        )
+
+    def _open_schema(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = [r[0] for r in self._db.execute("SELECT name FROM sqlite_master")]
+        if version == 0 and not tables:
+            with self._db:
+                self._db.execute(
+                    "CREATE TABLE digests ("
+                    " device INTEGER, inode INTEGER, descriptor TEXT,"
+                    " size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, digests BLOB,"
+                    " PRIMARY KEY (device, inode, descriptor))"
+                )
+                self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            return
+        if version not in (0, _SCHEMA_VERSION):
+            raise InputError(f"digest cache {str(self._path)!r} has format {version}; delete it")
+        columns = [r[1] for r in self._db.execute("PRAGMA table_info(digests)")]
+        if version != _SCHEMA_VERSION or columns != list(_COLUMNS):
+            raise self._foreign()
 
     def get(self, f: ModelFile, descriptor: str) -> list[bytes] | None:
         """The digests cached for ``f`` in its current state, or None."""

@@ -9,11 +9,15 @@ extended key usage ``codeSigning``, and no key usage that forbids it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (
     ExtensionPolicy,
@@ -24,30 +28,57 @@ from cryptography.x509.verification import (
     VerificationError as X509VerificationError,
 )
 
-from bastion.errors import CertificateFormatError, VerificationError
+from bastion.errors import CertificateFormatError, KeyFormatError, VerificationError
+from bastion.signing._bundle import format_timestamp
 from bastion.signing._keys import PublicKey, _PublicPart
 
-__all__ = ["VerifiedCertificate", "load_pem_certificates", "signing_refusal", "verify_chain"]
+__all__ = [
+    "MAX_CERT_FILE",
+    "VerifiedCertificate",
+    "leaf_public_key",
+    "load_pem_certificates",
+    "signing_refusal",
+    "verify_chain",
+]
 
-_MAX_CERT_FILE = 4 << 20
+_T = TypeVar("_T")
+
+MAX_CERT_FILE = 4 << 20
+
+
+def _parse(loader: Callable[[bytes], _T], data: bytes) -> _T:
+    """Run a cryptography loader, refusing non-conforming certificates (serial
+    numbers that are zero or negative) instead of warning about them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        return loader(data)
 
 
 def load_pem_certificates(data: bytes, *, source: str) -> list[x509.Certificate]:
     """Every certificate in a PEM file; at least one."""
-    if len(data) > _MAX_CERT_FILE:
+    if len(data) > MAX_CERT_FILE:
         raise CertificateFormatError(f"{source} is too large to be a certificate file")
     try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+        return _parse(x509.load_pem_x509_certificates, data)
+    except (ValueError, x509.InvalidVersion, CryptographyDeprecationWarning) as exc:
         raise CertificateFormatError(f"{source} holds no readable PEM certificate") from exc
-    return certs
 
 
 def load_der_certificate(data: bytes, *, source: str) -> x509.Certificate:
+    """A certificate from a bundle: unreadable means the bundle does not verify."""
     try:
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise VerificationError(f"{source} holds an unreadable certificate") from exc
+        return _parse(x509.load_der_x509_certificate, data)
+    except (ValueError, x509.InvalidVersion, CryptographyDeprecationWarning) as exc:
+        raise VerificationError(f"{source} holds an invalid certificate") from exc
+
+
+def leaf_public_key(data: bytes, *, source: str) -> PublicKey:
+    """The public key of a bundle's leaf certificate (DER)."""
+    leaf = load_der_certificate(data, source=source)
+    try:
+        return PublicKey((_PublicPart.of(leaf.public_key()),))
+    except (ValueError, UnsupportedAlgorithm, KeyFormatError) as exc:
+        raise VerificationError(f"{source}: the certificate's key cannot sign models") from exc
 
 
 def identities(cert: x509.Certificate) -> tuple[str, ...]:
@@ -103,6 +134,7 @@ def verify_chain(
     if not roots:
         raise VerificationError("no trusted root certificates were given")
     leaf = load_der_certificate(chain[0], source="the bundle")
+    key = leaf_public_key(chain[0], source="the bundle")
     intermediates = [load_der_certificate(c, source="the bundle") for c in chain[1:]]
     try:
         verifier = (
@@ -120,10 +152,9 @@ def verify_chain(
         detail = str(exc).split(" (encountered", 1)[0]
         raise VerificationError(
             f"the signing certificate does not chain to a trusted root at the signing time "
-            f"{at:%Y-%m-%dT%H:%M:%SZ}: {detail}"
+            f"{format_timestamp(at)}: {detail}"
         ) from exc
     refusal = signing_refusal(leaf)
     if refusal is not None:
         raise VerificationError(f"the signing certificate may not sign: {refusal}")
-    key = PublicKey((_PublicPart.of(leaf.public_key()),))
     return VerifiedCertificate(leaf, key, identities(leaf))

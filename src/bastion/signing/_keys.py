@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 
-from bastion.errors import KeyFormatError, PassphraseError
+from bastion.errors import KeyFormatError, PassphraseError, UsageError
 
 __all__ = [
     "HYBRID",
@@ -39,7 +39,8 @@ KeyType = Literal["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "ml-dsa-6
 KEY_TYPES: tuple[KeyType, ...] = get_args(KeyType)
 HYBRID = "hybrid-ecdsa-p384-ml-dsa-65"
 
-_MAX_KEY_FILE = 64 * 1024
+MAX_KEY_FILE = 64 * 1024
+MAX_PASSPHRASE = 1023  # the most PKCS#8 encryption in cryptography accepts
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.DOTALL)
 
 _Private = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey
@@ -169,6 +170,8 @@ class PrivateKey:
         return out
 
     def to_pem(self, passphrase: bytes | None) -> bytes:
+        if passphrase is not None and len(passphrase) > MAX_PASSPHRASE:
+            raise UsageError(f"the passphrase is too long; use at most {MAX_PASSPHRASE} bytes")
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase)
             if passphrase
@@ -221,7 +224,7 @@ class PrivateKey:
 
 
 def _pem_blocks(data: bytes, source: str) -> list[tuple[bytes, bytes]]:
-    if len(data) > _MAX_KEY_FILE:
+    if len(data) > MAX_KEY_FILE:
         raise KeyFormatError(f"{source} is too large to be a key file")
     blocks = [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
     if not blocks:

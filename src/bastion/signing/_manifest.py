@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,8 +34,10 @@ HashType = Literal["sha256", "blake3"]
 Method = Literal["files", "shards"]
 HASH_TYPES: tuple[HashType, ...] = ("sha256", "blake3")
 DEFAULT_SHARD_SIZE = 1_000_000_000
-_DIGEST_SIZE = 32
 _MAX_PATH = 4096
+#: Canonical offsets only: ASCII digits, no leading zeros, at most 20 digits.
+_OFFSET = re.compile(r"0|[1-9][0-9]{0,19}", re.ASCII)
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +163,12 @@ def file_of(name: str, method: Method) -> tuple[str, int, int]:
         return name, 0, -1
     rest, sep1, end = name.rpartition(":")
     path, sep2, start = rest.rpartition(":")
-    if not (sep1 and sep2 and start.isdigit() and end.isdigit()) or int(end) < int(start):
+    if not (sep1 and sep2 and _OFFSET.fullmatch(start) and _OFFSET.fullmatch(end)):
         raise BundleFormatError(f"the signature holds a malformed shard name {name!r}")
+    if int(end) < int(start):
+        raise BundleFormatError(
+            f"the signature holds a malformed shard name {name!r} (it ends before it starts)"
+        )
     return path, int(start), int(end)
 
 
@@ -201,13 +208,12 @@ def parse_resources(body: object, serialization: Serialization) -> tuple[Resourc
                 f"resource {name!r} uses {algorithm!r}, "
                 f"but the serialization says {serialization.algorithm!r}"
             )
-        try:
-            raw = bytes.fromhex(digest)
-        except ValueError:
-            raise BundleFormatError(f"resource {name!r} has a digest that is not hex") from None
-        if len(raw) != _DIGEST_SIZE:
-            raise BundleFormatError(f"resource {name!r} has a digest of the wrong length")
-        out.append(Resource(name, algorithm, raw))
+        if not _HEX_DIGEST.fullmatch(digest):
+            raise BundleFormatError(
+                f"resource {name!r} has a digest that is not hex, or of the wrong length "
+                "(64 lower-case hex digits expected)"
+            )
+        out.append(Resource(name, algorithm, bytes.fromhex(digest)))
     return tuple(out)
 
 

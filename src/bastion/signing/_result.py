@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from bastion.signing._bundle import format_timestamp
+
 __all__ = ["SignResult", "Signer", "VerificationResult"]
 
 
 def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if value is None else format_timestamp(value)
 
 
 @dataclass(frozen=True, slots=True)

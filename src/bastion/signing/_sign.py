@@ -11,12 +11,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from bastion._files import read_input
 from bastion.errors import InputError, ModelTreeError, PathNotFoundError, UsageError
-from bastion.signing._bundle import Bundle, DsseSignature, Statement, pae
+from bastion.signing._bundle import Bundle, DsseSignature, Statement, format_timestamp, pae
 from bastion.signing._cache import DigestCache
-from bastion.signing._certs import load_pem_certificates, signing_refusal
+from bastion.signing._certs import MAX_CERT_FILE, load_pem_certificates, signing_refusal
 from bastion.signing._hashing import ManifestHasher
-from bastion.signing._keys import PrivateKey
+from bastion.signing._keys import MAX_KEY_FILE, PrivateKey
 from bastion.signing._manifest import (
     DEFAULT_SHARD_SIZE,
     HashType,
@@ -27,19 +28,9 @@ from bastion.signing._manifest import (
 from bastion.signing._result import SignResult
 from bastion.signing._tree import GIT_PATHS, walk_model
 
-__all__ = ["DEFAULT_SIGNATURE_NAME", "default_signature_path", "read_input", "sign"]
+__all__ = ["DEFAULT_SIGNATURE_NAME", "default_signature_path", "sign"]
 
 DEFAULT_SIGNATURE_NAME = "model.sig"
-
-
-def read_input(path: str | os.PathLike[str], what: str) -> bytes:
-    """Read a small input file, turning OS errors into clear Bastion errors."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise PathNotFoundError(f"{what} {os.fspath(path)!r} does not exist") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {os.fspath(path)!r}: {exc.strerror}") from exc
 
 
 def default_signature_path(model: Path) -> Path:
@@ -96,7 +87,9 @@ def _load_certificate(
     chain: Sequence[str | os.PathLike[str]],
     signed_at: datetime,
 ) -> list[x509.Certificate]:
-    leaf = load_pem_certificates(read_input(certificate, "certificate"), source="certificate")[0]
+    leaf = load_pem_certificates(
+        read_input(certificate, "certificate", limit=MAX_CERT_FILE), source="certificate"
+    )[0]
     if len(key.keys) != 1:
         raise UsageError("certificates are used with a single classical key, not a hybrid key")
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
@@ -109,12 +102,14 @@ def _load_certificate(
         raise InputError(
             f"the certificate is valid only from {leaf.not_valid_before_utc:%Y-%m-%d} "
             f"to {leaf.not_valid_after_utc:%Y-%m-%d}; a signature made at "
-            f"{signed_at:%Y-%m-%dT%H:%M:%SZ} would not verify"
+            f"{format_timestamp(signed_at)} would not verify"
         )
     intermediates = [
         cert
         for path in chain
-        for cert in load_pem_certificates(read_input(path, "chain file"), source=os.fspath(path))
+        for cert in load_pem_certificates(
+            read_input(path, "chain file", limit=MAX_CERT_FILE), source=os.fspath(path)
+        )
     ]
     return [leaf, *intermediates]
 
@@ -151,7 +146,9 @@ def sign(
         raise PathNotFoundError(f"model path {os.fspath(model)!r} does not exist")
     if not isinstance(key, PrivateKey):
         key = PrivateKey.from_pem(
-            read_input(key, "private key"), passphrase, source=f"private key {os.fspath(key)!r}"
+            read_input(key, "private key", limit=MAX_KEY_FILE),
+            passphrase,
+            source=f"private key {os.fspath(key)!r}",
         )
     signed_at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     certs = _load_certificate(key, certificate, chain, signed_at) if certificate else []

@@ -32,9 +32,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from bastion.errors import InputError, PathNotFoundError, TrustPolicyError
-from bastion.signing._certs import load_pem_certificates
-from bastion.signing._keys import HYBRID, PublicKey
+from bastion._files import read_input
+from bastion.errors import InputError, TrustPolicyError
+from bastion.signing._certs import MAX_CERT_FILE, load_pem_certificates
+from bastion.signing._keys import HYBRID, MAX_KEY_FILE, PublicKey
 
 __all__ = ["ALGORITHMS", "TrustPolicy", "TrustedAuthority", "TrustedKey"]
 
@@ -111,14 +112,11 @@ class TrustPolicy:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TrustPolicy:
         file = Path(path)
+        data = read_input(file, "trust policy", limit=_MAX_POLICY_FILE)
         try:
-            if file.stat().st_size > _MAX_POLICY_FILE:
-                raise TrustPolicyError(f"trust policy {str(file)!r} is too large")
-            text = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise PathNotFoundError(f"trust policy {str(file)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TrustPolicyError(f"cannot read trust policy {str(file)!r}: {exc}") from exc
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TrustPolicyError(f"trust policy {str(file)!r} is not UTF-8 text") from exc
         return cls.from_toml(text, base_dir=file.parent, source=str(file))
 
     @classmethod
@@ -127,7 +125,7 @@ class TrustPolicy:
     ) -> TrustPolicy:
         try:
             doc = tomllib.loads(text)
-        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
             raise TrustPolicyError(f"{source} is not valid TOML: {exc}") from exc
         _only(doc, {"version", "threshold", "algorithms", "keys", "certificates"}, source)
         if doc.get("version") != POLICY_VERSION:
@@ -177,9 +175,18 @@ class TrustPolicy:
         return "\n".join(lines) + "\n"
 
 
+def _toml_char(c: str) -> str:
+    if c.isprintable():
+        return c
+    code = ord(c)
+    if 0xD800 <= code <= 0xDFFF:
+        raise TrustPolicyError("a name in the trust policy holds a lone surrogate")
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
 def _toml_str(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped) + '"'
+    return '"' + "".join(_toml_char(c) for c in escaped) + '"'
 
 
 def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -216,10 +223,11 @@ def _inline_or_file(
     if not isinstance(value, str):
         raise TrustPolicyError(f"{where}: {path_key} must be a string")
     file = base / value
+    limit = MAX_KEY_FILE if inline == "public_key" else MAX_CERT_FILE
     try:
-        return file.read_bytes(), str(file)
-    except OSError as exc:
-        raise TrustPolicyError(f"{where}: cannot read {str(file)!r}: {exc.strerror}") from exc
+        return read_input(file, path_key, limit=limit), str(file)
+    except InputError as exc:
+        raise TrustPolicyError(f"{where}: cannot read {path_key}: {exc.message}") from exc
 
 
 def _read_key(entry: Mapping[str, Any], base: Path, where: str) -> TrustedKey:

@@ -15,21 +15,21 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
+from bastion._files import read_input
 from bastion.errors import ModelTreeError, PathNotFoundError, UsageError, VerificationError
-from bastion.signing._bundle import Bundle, Statement, pae
+from bastion.signing._bundle import MAX_BUNDLE_BYTES, Bundle, Statement, pae
 from bastion.signing._cache import DigestCache
 from bastion.signing._certs import (
-    load_der_certificate,
+    MAX_CERT_FILE,
+    leaf_public_key,
     load_pem_certificates,
     verify_chain,
 )
 from bastion.signing._hashing import ManifestHasher
-from bastion.signing._keys import PublicKey
+from bastion.signing._keys import MAX_KEY_FILE, PublicKey
 from bastion.signing._manifest import ManifestDiff, Method, Resource, file_of
 from bastion.signing._result import Signer, VerificationResult
-from bastion.signing._sign import default_signature_path, read_input, relative_inside
+from bastion.signing._sign import default_signature_path, relative_inside
 from bastion.signing._tree import SINGLE_FILE_NAME, walk_model
 from bastion.signing._trust import TrustPolicy
 
@@ -70,7 +70,7 @@ def verify(
     result: VerificationResult | None = None
     signers: list[Signer] = []
     for path in paths:
-        bundle = Bundle.from_json(read_input(path, "signature"))
+        bundle = Bundle.from_json(read_input(path, "signature", limit=MAX_BUNDLE_BYTES))
         signer, statement = _authenticate(bundle, policy, os.fspath(path), at)
         signers.append(signer)
         result = _compare(model, statement, sig_names, cache, threads)
@@ -104,12 +104,14 @@ def _policy(
     if public_key is not None:
         if not isinstance(public_key, PublicKey):
             public_key = PublicKey.from_pem(
-                read_input(public_key, "public key"),
+                read_input(public_key, "public key", limit=MAX_KEY_FILE),
                 source=f"public key {os.fspath(public_key)!r}",
             )
         return TrustPolicy.for_keys([public_key])
     assert ca is not None
-    roots = load_pem_certificates(read_input(ca, "CA certificate"), source=os.fspath(ca))
+    roots = load_pem_certificates(
+        read_input(ca, "CA certificate", limit=MAX_CERT_FILE), source=os.fspath(ca)
+    )
     return TrustPolicy.for_roots(roots, identities)
 
 
@@ -123,12 +125,7 @@ def _authenticate(
 ) -> tuple[Signer, Statement]:
     message = pae(bundle.payload)
     if bundle.certificates:
-        leaf_key = PublicKey.from_pem(
-            load_der_certificate(bundle.certificates[0], source=source)
-            .public_key()
-            .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
-            source=source,
-        )
+        leaf_key = leaf_public_key(bundle.certificates[0], source=source)
         if not _key_signed(leaf_key, bundle, message):
             raise VerificationError(f"{source}: the signature does not match its certificate")
         statement = _statement(bundle)
