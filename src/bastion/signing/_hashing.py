@@ -38,7 +38,7 @@ _BUFFER = 4 << 20  # read size
 _PARALLEL_BYTES = 16 << 20  # BLAKE3 hashes a file this large with its own threads
 _BATCH_BYTES = 8 << 20  # small files are grouped up to this many bytes per task
 _BATCH_FILES = 512
-_INLINE_BYTES = 1 << 20  # below this in total, threads cost more than they save
+_SMALL_PIECE = 64 << 10  # pieces smaller than this are hashed on the calling thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +69,12 @@ class ManifestHasher:
 
     def hash(self, files: Iterable[ModelFile]) -> list[Resource]:
         """The resources of ``files``, in manifest order."""
+        files = list(files)
         digests: dict[str, bytes] = {}
         todo: list[ModelFile] = []
+        hits = self._cache.get_many(files, self._ser.cache_descriptor) if self._cache else {}
         for f in files:
-            cached = self._cache.get(f, self._ser.cache_descriptor) if self._cache else None
+            cached = hits.get(f)
             names = self._piece_names(f)
             if cached is not None and len(cached) == len(names):
                 digests.update(zip(names, cached, strict=True))
@@ -115,13 +117,18 @@ class ManifestHasher:
             for piece in large:  # BLAKE3 uses every core within the file
                 out[piece.name] = _hash_piece(piece, _blake3_range)
         hasher = _blake3_range if self._ser.hash_type == "blake3" else _sha256_range
-        total = sum(p.end - p.start for p in pieces)
-        if self._threads == 1 or total < _INLINE_BYTES or len(pieces) == 1:
-            out.update(_hash_batch(pieces, hasher))
+        # Tiny files cost more in system calls under the GIL than in hashing:
+        # this thread takes them while the pool hashes the rest.
+        small = [p for p in pieces if p.end - p.start < _SMALL_PIECE]
+        pooled = [p for p in pieces if p.end - p.start >= _SMALL_PIECE]
+        if self._threads == 1 or len(pooled) <= 1:
+            out.update(_hash_batch(pooled + small, hasher))
             return out
         with ThreadPoolExecutor(self._threads, thread_name_prefix="bastion-hash") as pool:
-            for result in pool.map(lambda b: _hash_batch(b, hasher), _batches(pieces)):
-                out.update(result)
+            futures = [pool.submit(_hash_batch, b, hasher) for b in _batches(pooled)]
+            out.update(_hash_batch(small, hasher))
+            for future in futures:
+                out.update(future.result())
         return out
 
 

@@ -27,9 +27,9 @@ class CountingCache(DigestCache):
         kwargs.setdefault("now", lambda: time.time() + 10)
         super().__init__(path, **kwargs)  # type: ignore[arg-type]
 
-    def get(self, f, descriptor):  # type: ignore[no-untyped-def]
-        found = super().get(f, descriptor)
-        self.hits += found is not None
+    def get_many(self, files, descriptor):  # type: ignore[no-untyped-def]
+        found = super().get_many(files, descriptor)
+        self.hits += len(found)
         return found
 
 
