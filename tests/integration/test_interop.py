@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.cli import main
-from tests.support.pki import KeyType, make_key, make_pki, make_root_ca, write_key
+from tests.support.pki import PKI, Issued, KeyType, make_key, make_pki, make_root_ca, write_key
 
 REFERENCE = Path(sys.executable).parent / "model_signing"
 
@@ -289,13 +289,9 @@ def test_single_file_model_both_ways(tmp_path: Path, capsys: pytest.CaptureFixtu
 # --- certificates, both ways -----------------------------------------------
 
 
-@pytest.mark.parametrize("key_type", EC_KEY_TYPES)
-def test_reference_certificate_signature_verifies_with_bastion(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], key_type: KeyType
-) -> None:
-    model = build_model(tmp_path / "model", MODEL_FILES)
-    pki = make_pki(tmp_path / "pki", leaf_key_type=key_type, email="release-bot@example.com")
-    sig = tmp_path / "model.sig"
+def reference_sign_certificate(model: Path, sig: Path, pki: PKI, *chain: Issued) -> int:
+    """Sign with the reference's certificate method; the number of certificates it bundled."""
+    chain_flags = [arg for issued in chain for arg in ("--certificate_chain", issued.cert_path)]
     done = reference(
         "sign",
         "certificate",
@@ -306,13 +302,21 @@ def test_reference_certificate_signature_verifies_with_bastion(
         pki.leaf.key_path,
         "--signing_certificate",
         pki.leaf.cert_path,
-        "--certificate_chain",
-        pki.intermediate.cert_path,
+        *chain_flags,
     )
     assert done.returncode == 0, done.stderr
-    assert (
-        len(read_bundle(sig)["verificationMaterial"]["x509CertificateChain"]["certificates"]) == 2
-    )
+    material = read_bundle(sig)["verificationMaterial"]
+    return len(material["x509CertificateChain"]["certificates"])
+
+
+@pytest.mark.parametrize("key_type", EC_KEY_TYPES)
+def test_reference_certificate_signature_verifies_with_bastion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key_type: KeyType
+) -> None:
+    model = build_model(tmp_path / "model", MODEL_FILES)
+    pki = make_pki(tmp_path / "pki", leaf_key_type=key_type, email="release-bot@example.com")
+    sig = tmp_path / "model.sig"
+    assert reference_sign_certificate(model, sig, pki, pki.intermediate) == 2
 
     verify = ("verify", model, "--signature", sig, "--ca", pki.root.cert_path)
     code, out, err = bastion(capsys, *verify)
@@ -346,25 +350,7 @@ def test_reference_certificate_chain_including_the_root_verifies_with_bastion(
     model = build_model(tmp_path / "model", MODEL_FILES)
     pki = make_pki(tmp_path / "pki")
     sig = tmp_path / "model.sig"
-    done = reference(
-        "sign",
-        "certificate",
-        model,
-        "--signature",
-        sig,
-        "--private_key",
-        pki.leaf.key_path,
-        "--signing_certificate",
-        pki.leaf.cert_path,
-        "--certificate_chain",
-        pki.intermediate.cert_path,
-        "--certificate_chain",
-        pki.root.cert_path,
-    )
-    assert done.returncode == 0, done.stderr
-    assert (
-        len(read_bundle(sig)["verificationMaterial"]["x509CertificateChain"]["certificates"]) == 3
-    )
+    assert reference_sign_certificate(model, sig, pki, pki.intermediate, pki.root) == 3
     code, _, err = bastion(capsys, "verify", model, "--signature", sig, "--ca", pki.root.cert_path)
     assert code == 0, err
 
