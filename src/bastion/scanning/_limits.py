@@ -1,0 +1,28 @@
+"""Resource limits for one scan, so that no input can exhaust time or memory.
+
+Reaching a limit is a finding (``scan.limit``), never a silent pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_opcodes: int = 200_000_000
+    """Pickle opcodes per stream."""
+    max_memo: int = 10_000_000
+    """Distinct memo entries per pickle stream."""
+    max_inline_bytes: int = 64 << 20
+    """Largest pickle string/bytes argument held in memory; larger ones are skipped by seeking."""
+    max_nesting: int = 4
+    """Containers within containers (zip in zip, gzip in tar, pickle in bytes)."""
+    max_members: int = 1_000_000
+    """Members of one archive."""
+    max_unpacked_bytes: int = 64 << 30
+    """Total bytes decompressed from one file, across all its members."""
+    max_ratio: int = 1_000
+    """Largest decompressed/compressed ratio of one member before it counts as a bomb."""

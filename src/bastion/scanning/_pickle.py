@@ -1,0 +1,643 @@
+"""A static model of the pickle machine: parse, then audit, never execute.
+
+Every opcode of protocols 0-5 is interpreted over a symbolic stack and memo, so
+that every global is resolved, however it is spelled: ``GLOBAL`` and ``INST``
+lines, ``STACK_GLOBAL`` with names built through the memo, dotted names, and
+the extension registry. Every call is recorded: ``REDUCE``, ``INST``, ``OBJ``,
+``NEWOBJ``, ``NEWOBJ_EX``, and ``BUILD`` on a class or a module. Strings and
+bytes larger than ``Limits.max_inline_bytes`` are skipped by seeking, never
+read into memory. joblib's arrays, written raw between opcodes, are skipped
+by size; its object arrays are nested pickles and are audited as such, and so
+is any bytes value handed to a pickle loader.
+
+The audit never imports or executes anything from the file.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import io
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from bastion.scanning._limits import Limits
+from bastion.scanning._profiles import judge_global
+from bastion.scanning._report import Finding, Severity
+
+__all__ = ["scan_pickle"]
+
+_CHUNK = 1 << 20
+_MAX_LINE = 1 << 16
+_NESTED_LOADERS = frozenset(
+    {"pickle.loads", "_pickle.loads", "pickle.load", "_pickle.load", "dill.loads", "joblib.load"}
+)
+_JOBLIB_WRAPPERS = frozenset(
+    {
+        "joblib.numpy_pickle.NumpyArrayWrapper",
+        "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+    }
+)
+
+
+class PickleError(Exception):
+    """The stream is not a well-formed pickle at ``offset``."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class _Global:
+    module: str
+    name: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(slots=True)
+class _Call:
+    func: object
+    args: object
+    state: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Skipped:
+    """A string or bytes value too large to hold; only its length is kept."""
+
+    length: int
+
+
+class _Mark:
+    pass
+
+
+_MARK = _Mark()
+_UNKNOWN = object()
+
+
+@dataclass(slots=True)
+class _Audit:
+    path: str
+    member: str | None
+    format: str
+    limits: Limits
+    depth: int
+    findings: list[Finding] = field(default_factory=list)
+    seen: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, rule: str, severity: Severity, message: str, offset: int | None) -> None:
+        self.findings.append(
+            Finding(rule, severity, message, self.path, self.format, self.member, offset)
+        )
+
+    def on_global(self, g: _Global, offset: int) -> None:
+        if (g.module, g.name) in self.seen:
+            return
+        self.seen.add((g.module, g.name))
+        verdict = judge_global(g.module, g.name)
+        if verdict.allowed:
+            return
+        if verdict.dangerous:
+            self.add(
+                "pickle.global.dangerous",
+                Severity.CRITICAL,
+                f"imports {g.qualified}, which {verdict.reason}",
+                offset,
+            )
+        else:
+            self.add(
+                "pickle.global.not-allowed",
+                Severity.HIGH,
+                f"imports {g.qualified}: {verdict.reason}",
+                offset,
+            )
+
+
+class _Reader:
+    """Buffered, seekable reading with absolute offsets."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.base = f.tell()
+        self.buf = b""
+        self.pos = 0
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    def _fill(self) -> bool:
+        self.base += self.pos
+        rest = self.buf[self.pos :]
+        more = self.f.read(_CHUNK)
+        self.buf = rest + more
+        self.pos = 0
+        return bool(more)
+
+    def byte(self) -> int:
+        if self.pos >= len(self.buf) and not self._fill():
+            raise EOFError
+        b = self.buf[self.pos]
+        self.pos += 1
+        return b
+
+    def take(self, n: int) -> bytes:
+        while len(self.buf) - self.pos < n:
+            if not self._fill():
+                raise EOFError
+        data = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return data
+
+    def skip(self, n: int) -> None:
+        available = len(self.buf) - self.pos
+        if n <= available:
+            self.pos += n
+            return
+        target = self.offset + n
+        self.f.seek(target)
+        if self.f.tell() != target or target > _size(self.f):
+            raise EOFError
+        self.base, self.buf, self.pos = target, b"", 0
+
+    def line(self) -> bytes:
+        while True:
+            end = self.buf.find(b"\n", self.pos)
+            if end >= 0:
+                data = self.buf[self.pos : end]
+                self.pos = end + 1
+                return data
+            if len(self.buf) - self.pos > _MAX_LINE:
+                raise PickleError("line argument too long", self.offset)
+            if not self._fill():
+                raise EOFError
+
+    def sync(self) -> None:
+        """Leave the underlying file positioned right after what was consumed."""
+        self.f.seek(self.offset)
+        self.base, self.buf, self.pos = self.offset, b"", 0
+
+
+def _size(f: BinaryIO) -> int:
+    here = f.tell()
+    end = f.seek(0, io.SEEK_END)
+    f.seek(here)
+    return end
+
+
+def scan_pickle(
+    data: BinaryIO,
+    *,
+    path: str,
+    member: str | None,
+    format: str,
+    limits: Limits,
+    streams: int | None = None,
+    depth: int = 0,
+) -> list[Finding]:
+    """Audit the pickle stream(s) at the current position of ``data``.
+
+    With ``streams=None``, every concatenated stream up to the end of the data
+    is audited; with a number, exactly that many, and ``data`` is left right
+    after the last one.
+    """
+    audit = _Audit(path, member, format, limits, depth)
+    reader = _Reader(data)
+    count = 0
+    while streams is None or count < streams:
+        if streams is None and count and _at_end(reader):
+            break
+        start = reader.offset
+        try:
+            _run(reader, audit)
+        except EOFError:
+            audit.add(
+                "scan.incomplete",
+                Severity.MEDIUM,
+                "the pickle stream ends before its STOP opcode (truncated or not a pickle); "
+                "opcodes before the damage would still run",
+                start,
+            )
+            break
+        except PickleError as exc:
+            audit.add(
+                "scan.incomplete",
+                Severity.MEDIUM,
+                f"the pickle stream is malformed: {exc}",
+                exc.offset,
+            )
+            break
+        except _LimitReached as exc:
+            audit.add("scan.limit", Severity.MEDIUM, str(exc), start)
+            break
+        except (ValueError, TypeError, IndexError, OverflowError, RecursionError) as exc:
+            audit.add(
+                "scan.incomplete",
+                Severity.MEDIUM,
+                f"the pickle stream is malformed ({type(exc).__name__})",
+                reader.offset,
+            )
+            break
+        count += 1
+    reader.sync()
+    return audit.findings
+
+
+def _at_end(reader: _Reader) -> bool:
+    if reader.pos < len(reader.buf):
+        return False
+    return not reader._fill()
+
+
+class _LimitReached(Exception):
+    pass
+
+
+def _run(r: _Reader, a: _Audit) -> None:
+    stack: list[object] = []
+    marks: list[list[object]] = []
+    memo: dict[int, object] = {}
+    limit = a.limits.max_opcodes
+    max_inline = a.limits.max_inline_bytes
+    ops = 0
+    proto = 0
+
+    def global_(module: str, name: str, at: int) -> _Global:
+        # Python 3 maps Python 2 names for protocols below 3, as the real loader does.
+        if proto < 3:
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        g = _Global(module, name)
+        a.on_global(g, at)
+        return g
+
+    def pop_mark() -> list[object]:
+        nonlocal stack
+        if not marks:
+            raise PickleError("MARK expected", r.offset)
+        items = stack
+        stack = marks.pop()
+        return items
+
+    def pop() -> object:
+        if not stack:
+            raise PickleError("stack underflow", r.offset)
+        return stack.pop()
+
+    def top() -> object:
+        if not stack:
+            raise PickleError("stack underflow", r.offset)
+        return stack[-1]
+
+    def blob(n: int, text: bool) -> object:
+        if n < 0:
+            raise PickleError("negative length", r.offset)
+        if n > max_inline:
+            r.skip(n)
+            return _Skipped(n)
+        raw = r.take(n)
+        if not text:
+            return raw
+        try:
+            return raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            raise PickleError("a text argument is not UTF-8", r.offset) from None
+
+    def put(index: int, value: object) -> None:
+        if len(memo) >= a.limits.max_memo and index not in memo:
+            raise _LimitReached("the pickle memo exceeds its limit")
+        memo[index] = value
+
+    def get(index: int) -> object:
+        if index not in memo:
+            raise PickleError(f"memo key {index} used before it was stored", r.offset)
+        return memo[index]
+
+    def call(func: object, args: object, at: int, kind: str) -> _Call:
+        if isinstance(func, _Global):
+            if func.qualified in _NESTED_LOADERS:
+                _nested(args, a, at)
+        elif func is _UNKNOWN:
+            pass  # an unresolved or extension global: already a finding
+        elif not isinstance(func, _Call):
+            raise PickleError(f"{kind} on a value that cannot be called", at)
+        else:
+            a.add(
+                "pickle.call.indirect",
+                Severity.HIGH,
+                f"{kind} calls the result of another call (a gadget chain)",
+                at,
+            )
+        return _Call(func, args)
+
+    while True:
+        at = r.offset
+        op = r.byte()
+        ops += 1
+        if ops > limit:
+            raise _LimitReached(f"the pickle exceeds {limit} opcodes")
+        if op == 0x80:  # PROTO
+            proto = r.byte()
+            if proto > 5:
+                raise PickleError("unsupported protocol", at)
+        elif op == 0x95:  # FRAME
+            r.take(8)
+        elif op == 0x2E:  # STOP
+            return
+        elif op == 0x28:  # MARK
+            marks.append(stack)
+            stack = []
+        elif op == 0x30:  # POP
+            if stack:
+                stack.pop()
+            else:
+                pop_mark()
+        elif op == 0x31:  # POP_MARK
+            pop_mark()
+        elif op == 0x32:  # DUP
+            stack.append(stack[-1] if stack else pop())
+        # -- constants ---------------------------------------------------------
+        elif op == 0x4E:  # NONE
+            stack.append(None)
+        elif op in (0x88, 0x89):  # NEWTRUE, NEWFALSE
+            stack.append(op == 0x88)
+        elif op == 0x4B:  # BININT1
+            stack.append(r.byte())
+        elif op == 0x4D:  # BININT2
+            stack.append(int.from_bytes(r.take(2), "little"))
+        elif op == 0x4A:  # BININT
+            stack.append(int.from_bytes(r.take(4), "little", signed=True))
+        elif op == 0x8A:  # LONG1
+            stack.append(int.from_bytes(r.take(r.byte()), "little", signed=True))
+        elif op == 0x8B:  # LONG4
+            n = int.from_bytes(r.take(4), "little", signed=True)
+            if n > max_inline or n < 0:
+                raise PickleError("LONG4 too large", at)
+            stack.append(int.from_bytes(r.take(n), "little", signed=True))
+        elif op in (0x49, 0x4C, 0x46):  # INT, LONG, FLOAT (text)
+            text = r.line()
+            stack.append(_number(text, op, at))
+        elif op == 0x47:  # BINFLOAT
+            r.take(8)
+            stack.append(0.0)
+        elif op == 0x53:  # STRING (text, quoted)
+            stack.append(_quoted(r.line(), at))
+        elif op == 0x56:  # UNICODE (raw-unicode-escape line)
+            stack.append(r.line().decode("raw_unicode_escape", "replace"))
+        elif op == 0x54:  # BINSTRING
+            stack.append(blob(int.from_bytes(r.take(4), "little", signed=True), False))
+        elif op in (0x55, 0x43):  # SHORT_BINSTRING, SHORT_BINBYTES
+            stack.append(blob(r.byte(), False))
+        elif op == 0x42:  # BINBYTES
+            stack.append(blob(int.from_bytes(r.take(4), "little"), False))
+        elif op in (0x8E, 0x96):  # BINBYTES8, BYTEARRAY8
+            stack.append(blob(int.from_bytes(r.take(8), "little"), False))
+        elif op == 0x58:  # BINUNICODE
+            stack.append(blob(int.from_bytes(r.take(4), "little"), True))
+        elif op == 0x8C:  # SHORT_BINUNICODE
+            stack.append(blob(r.byte(), True))
+        elif op == 0x8D:  # BINUNICODE8
+            stack.append(blob(int.from_bytes(r.take(8), "little"), True))
+        elif op in (0x97, 0x98):  # NEXT_BUFFER, READONLY_BUFFER
+            if op == 0x97:
+                stack.append(_UNKNOWN)
+        # -- containers --------------------------------------------------------
+        elif op == 0x29:  # EMPTY_TUPLE
+            stack.append(())
+        elif op == 0x74:  # TUPLE
+            items = pop_mark()
+            stack.append(tuple(items))
+        elif op == 0x85:  # TUPLE1
+            stack.append((pop(),))
+        elif op == 0x86:  # TUPLE2
+            b = pop()
+            stack.append((pop(), b))
+        elif op == 0x87:  # TUPLE3
+            c = pop()
+            b = pop()
+            stack.append((pop(), b, c))
+        elif op in (0x5D, 0x7D, 0x8F):  # EMPTY_LIST, EMPTY_DICT, EMPTY_SET
+            stack.append([])
+        elif op in (0x6C, 0x64):  # LIST, DICT
+            items = pop_mark()
+            stack.append(items)
+        elif op == 0x91:  # FROZENSET
+            items = pop_mark()
+            stack.append(tuple(items))
+        elif op == 0x61:  # APPEND
+            value = pop()
+            _extend(top(), [value], at)
+        elif op == 0x73:  # SETITEM
+            value = pop()
+            key = pop()
+            _extend(top(), [key, value], at)
+        elif op in (0x65, 0x75, 0x90):  # APPENDS, SETITEMS, ADDITEMS
+            items = pop_mark()
+            _extend(top(), items, at)
+        # -- memo --------------------------------------------------------------
+        elif op == 0x94:  # MEMOIZE
+            put(len(memo), stack[-1] if stack else pop())
+        elif op == 0x71:  # BINPUT
+            put(r.byte(), stack[-1] if stack else pop())
+        elif op == 0x72:  # LONG_BINPUT
+            put(int.from_bytes(r.take(4), "little"), stack[-1] if stack else pop())
+        elif op == 0x70:  # PUT
+            put(_index(r.line(), at), stack[-1] if stack else pop())
+        elif op == 0x68:  # BINGET
+            stack.append(get(r.byte()))
+        elif op == 0x6A:  # LONG_BINGET
+            stack.append(get(int.from_bytes(r.take(4), "little")))
+        elif op == 0x67:  # GET
+            stack.append(get(_index(r.line(), at)))
+        # -- globals and calls -------------------------------------------------
+        elif op == 0x63:  # GLOBAL
+            stack.append(global_(_text(r.line(), at), _text(r.line(), at), at))
+        elif op == 0x93:  # STACK_GLOBAL
+            name = pop()
+            module = pop()
+            if not (isinstance(module, str) and isinstance(name, str)):
+                a.add(
+                    "pickle.global.unresolved",
+                    Severity.HIGH,
+                    "STACK_GLOBAL takes a module or name that is not a plain string",
+                    at,
+                )
+                stack.append(_UNKNOWN)
+            else:
+                stack.append(global_(module, name, at))
+        elif op in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
+            code = int.from_bytes(r.take({0x82: 1, 0x83: 2, 0x84: 4}[op]), "little")
+            a.add(
+                "pickle.global.extension",
+                Severity.HIGH,
+                f"imports a global through extension code {code}, "
+                "which no allowlist profile can vouch for",
+                at,
+            )
+            stack.append(_UNKNOWN)
+        elif op == 0x69:  # INST
+            g = global_(_text(r.line(), at), _text(r.line(), at), at)
+            items = pop_mark()
+            stack.append(call(g, tuple(items), at, "INST"))
+        elif op == 0x6F:  # OBJ
+            items = pop_mark()
+            if not items:
+                raise PickleError("OBJ without a class", at)
+            stack.append(call(items[0], tuple(items[1:]), at, "OBJ"))
+        elif op == 0x52:  # REDUCE
+            args = pop()
+            stack.append(call(pop(), args, at, "REDUCE"))
+        elif op == 0x81:  # NEWOBJ
+            args = pop()
+            stack.append(call(pop(), args, at, "NEWOBJ"))
+        elif op == 0x92:  # NEWOBJ_EX
+            kwargs = pop()
+            args = pop()
+            stack.append(call(pop(), (args, kwargs), at, "NEWOBJ_EX"))
+        elif op == 0x62:  # BUILD
+            state = pop()
+            target = stack[-1] if stack else pop()
+            if isinstance(target, _Global):
+                a.add(
+                    "pickle.build.global",
+                    Severity.HIGH,
+                    f"BUILD sets attributes on {target.qualified} itself (a class or module)",
+                    at,
+                )
+            elif isinstance(target, _Call):
+                target.state = state
+                if isinstance(target.func, _Global) and target.func.qualified in _JOBLIB_WRAPPERS:
+                    _joblib_array(r, a, target, at)
+        elif op in (0x50, 0x51):  # PERSID, BINPERSID
+            if op == 0x50:
+                r.line()
+            else:
+                pop()
+            stack.append(_UNKNOWN)
+        else:
+            raise PickleError(f"unknown opcode 0x{op:02x}", at)
+
+
+def _extend(target: object, items: list[object], at: int) -> None:
+    """Items appended or set on a list, dict or set (all kept as lists of items)."""
+    if isinstance(target, list):
+        if len(target) < 1_000_000:
+            target.extend(items)
+    elif not isinstance(target, _Call | _Global) and target is not _UNKNOWN:
+        raise PickleError("items added to a value that is not a container", at)
+
+
+def _text(raw: bytes, at: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PickleError("a global's name is not UTF-8", at) from None
+
+
+def _index(raw: bytes, at: int) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise PickleError("a memo index is not a number", at) from None
+
+
+def _number(raw: bytes, op: int, at: int) -> object:
+    text = raw.strip().rstrip(b"L")
+    try:
+        if op == 0x46:
+            return float(text)
+        if text in (b"00", b"01"):
+            return text == b"01"
+        if len(text) > 4300:
+            raise PickleError("integer literal too long", at)
+        return int(text)
+    except ValueError:
+        raise PickleError("a number literal is malformed", at) from None
+
+
+def _quoted(raw: bytes, at: int) -> object:
+    if len(raw) < 2 or raw[:1] not in (b"'", b'"') or raw[-1:] != raw[:1]:
+        raise PickleError("STRING argument is not quoted", at)
+    try:
+        return raw[1:-1].decode("unicode_escape")
+    except UnicodeDecodeError:
+        raise PickleError("STRING argument is malformed", at) from None
+
+
+def _nested(args: object, a: _Audit, at: int) -> None:
+    """A loader called on inline bytes: audit those bytes as a pickle too."""
+    payload = args[0] if isinstance(args, tuple) and args else None
+    if not isinstance(payload, bytes):
+        return
+    if a.depth >= a.limits.max_nesting:
+        a.add("scan.limit", Severity.MEDIUM, "nested pickles exceed the nesting limit", at)
+        return
+    inner = scan_pickle(
+        io.BytesIO(payload),
+        path=a.path,
+        member=(a.member + "/" if a.member else "") + f"@{at}",
+        format="pickle",
+        limits=a.limits,
+        depth=a.depth + 1,
+    )
+    a.findings.extend(inner)
+
+
+def _joblib_array(r: _Reader, a: _Audit, wrapper: _Call, at: int) -> None:
+    """joblib writes each array's bytes right after its wrapper's BUILD: skip them,
+    or audit them as a nested pickle when the array holds Python objects."""
+    state = _pairs(wrapper.state)
+    dtype = state.get("dtype")
+    shape = state.get("shape")
+    if not isinstance(dtype, _Call) or not isinstance(shape, tuple):
+        raise PickleError("a joblib array wrapper without dtype or shape", at)
+    code = dtype.args[0] if isinstance(dtype.args, tuple) and dtype.args else None
+    if not isinstance(code, str) or not code:
+        raise PickleError("a joblib array with an unreadable dtype", at)
+    if code[0] == "O":
+        r.sync()
+        a.findings.extend(
+            scan_pickle(
+                r.f,
+                path=a.path,
+                member=a.member,
+                format=a.format,
+                limits=a.limits,
+                streams=1,
+                depth=a.depth + 1,
+            )
+        )
+        r.base = r.f.tell()
+        return
+    count = 1
+    for dim in shape:
+        if not isinstance(dim, int) or dim < 0:
+            raise PickleError("a joblib array with an unreadable shape", at)
+        count *= dim
+    itemsize = _itemsize(code, dtype.state)
+    if "numpy_array_alignment_bytes" in state and state["numpy_array_alignment_bytes"] is not None:
+        r.skip(r.byte())
+    r.skip(count * itemsize)
+
+
+def _itemsize(code: str, dtype_state: object) -> int:
+    digits = "".join(c for c in code if c.isdigit())
+    # Flexible types (str, bytes, void) carry their element size in the dtype's state.
+    flexible = code[0] in "USV" or not digits
+    if flexible and isinstance(dtype_state, tuple) and len(dtype_state) > 5:
+        elsize = dtype_state[5]
+        if isinstance(elsize, int) and elsize > 0:
+            return elsize
+    if not digits:
+        return 1
+    size = int(digits)
+    return size * 4 if code[0] == "U" else size
+
+
+def _pairs(state: object) -> dict[str, object]:
+    items = state if isinstance(state, list) else []
+    return {k: v for k, v in zip(items[::2], items[1::2], strict=False) if isinstance(k, str)}
