@@ -26,6 +26,7 @@ from bastion.errors import (
 )
 
 if TYPE_CHECKING:
+    from bastion.scanning import Finding, ScanReport, Severity, scan
     from bastion.signing import (
         DigestCache,
         PrivateKey,
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Finding": "bastion.scanning",
+    "ScanReport": "bastion.scanning",
+    "Severity": "bastion.scanning",
+    "scan": "bastion.scanning",
     "DigestCache": "bastion.signing",
     "PrivateKey": "bastion.signing",
     "PublicKey": "bastion.signing",
@@ -59,6 +64,7 @@ __all__ = [
     "BundleFormatError",
     "CertificateFormatError",
     "DigestCache",
+    "Finding",
     "InputError",
     "InternalError",
     "KeyFormatError",
@@ -67,6 +73,8 @@ __all__ = [
     "PathNotFoundError",
     "PrivateKey",
     "PublicKey",
+    "ScanReport",
+    "Severity",
     "SignResult",
     "TrustPolicy",
     "TrustPolicyError",
@@ -76,6 +84,7 @@ __all__ = [
     "__version__",
     "digest",
     "generate_key",
+    "scan",
     "sign",
     "verify",
 ]

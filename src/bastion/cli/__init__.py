@@ -27,6 +27,7 @@ COMMANDS = {
     "verify": "verify",
     "digest": "digest",
     "trust": "trust",
+    "scan": "scan",
 }
 
 EXIT_INTERRUPTED = 130

@@ -1,0 +1,15 @@
+"""Static scanning of model files for hidden code and hostile structure.
+
+Nothing in a scanned file is ever executed or imported: pickles are audited
+opcode by opcode, containers are parsed as their loaders parse them, and
+anything that cannot be scanned is reported (``scan.incomplete``), never passed.
+See ``docs/scanning.md``.
+"""
+
+from __future__ import annotations
+
+from bastion.scanning._limits import Limits
+from bastion.scanning._report import Finding, ScanReport, Severity
+from bastion.scanning._scan import scan
+
+__all__ = ["Finding", "Limits", "ScanReport", "Severity", "scan"]

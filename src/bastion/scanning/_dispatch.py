@@ -1,0 +1,92 @@
+"""Routing a stream to the reader for its format, detected from its bytes.
+
+Formats that Bastion recognises but cannot scan yet, and bytes it does not
+recognise at all, are findings: a scan fails closed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from typing import BinaryIO
+
+from bastion.scanning._context import ScanContext
+from bastion.scanning._detect import HEAD_SIZE, UNSUPPORTED, detect
+from bastion.scanning._report import Severity
+
+__all__ = ["dispatch"]
+
+_COMPRESSED = frozenset({"gzip", "bzip2", "xz", "zlib", "lz4"})
+
+_UNSUPPORTED_WHY = {
+    "gguf": "GGUF files are not scanned yet (chat templates and metadata are not checked)",
+    "hdf5": "HDF5 (Keras .h5) files are not scanned yet (Lambda layers are not checked)",
+    "7z": "7z archives are not scanned; repack the model as zip or tar",
+    "onnx": "ONNX files are not scanned yet (external data paths are not checked)",
+}
+
+
+def dispatch(ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int) -> None:
+    """Scan ``stream`` (positioned at its start) according to its content."""
+    start = stream.tell()
+    head = stream.read(HEAD_SIZE)
+    size = stream.seek(0, io.SEEK_END) - start
+    stream.seek(start)
+    fmt = detect(head, size)
+    if fmt in ("empty", "text", "sentencepiece"):
+        ctx.mark_scanned(fmt, member)
+    elif fmt == "pickle":
+        ctx.pickle(stream, member, "pickle", depth=depth)
+    elif fmt == "pytorch-legacy":
+        # magic number, protocol, sys_info, the object, storage keys; raw storages follow.
+        ctx.pickle(stream, member, "pytorch-legacy", depth=depth, streams=5)
+    elif fmt == "zip":
+        from bastion.scanning._zip import scan_zip
+
+        scan_zip(ctx, stream, member, depth)
+    elif fmt == "tar":
+        from bastion.scanning._tar import scan_tar
+
+        scan_tar(ctx, stream, member, depth)
+    elif fmt == "npy":
+        from bastion.scanning._npy import scan_npy
+
+        scan_npy(ctx, stream, member, "numpy", depth)
+    elif fmt in _COMPRESSED:
+        from bastion.scanning._compressed import scan_compressed
+
+        scan_compressed(ctx, stream, member, depth, fmt)
+    elif fmt == "safetensors":
+        _check_safetensors(ctx, stream, member)
+    elif fmt in UNSUPPORTED:
+        unsupported(ctx, fmt, member, _UNSUPPORTED_WHY[fmt])
+    else:
+        ctx.add(
+            "scan.unknown-format",
+            Severity.MEDIUM,
+            "unrecognised binary format; it was not scanned and could hide code",
+            format="unknown",
+            member=member,
+        )
+
+
+def unsupported(ctx: ScanContext, fmt: str, member: str | None, why: str) -> None:
+    ctx.add("scan.unsupported-format", Severity.MEDIUM, why, format=fmt, member=member)
+
+
+def _check_safetensors(ctx: ScanContext, stream: BinaryIO, member: str | None) -> None:
+    # safetensors holds no code; only check that the header is what it claims to be.
+    (length,) = struct.unpack("<Q", stream.read(8))
+    try:
+        header = json.loads(stream.read(length))
+    except (ValueError, RecursionError):
+        header = None
+    if not isinstance(header, dict):
+        ctx.incomplete(
+            "safetensors header is not a JSON object; not scanned",
+            format="safetensors",
+            member=member,
+        )
+        return
+    ctx.mark_scanned("safetensors", member)

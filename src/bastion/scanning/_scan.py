@@ -1,0 +1,136 @@
+"""Scanning a model file or folder: walk it, read every file by content, never run it.
+
+The walk does not follow symbolic links (each one is a finding) and reports
+special files instead of opening them. Whatever goes wrong while parsing one
+file becomes a ``scan.incomplete`` finding for that file, and the scan goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator
+
+from bastion.errors import InputError, PathNotFoundError
+from bastion.scanning._context import ScanContext
+from bastion.scanning._dispatch import dispatch
+from bastion.scanning._limits import Limits
+from bastion.scanning._report import Finding, ScanReport, Severity
+
+__all__ = ["scan"]
+
+logger = logging.getLogger(__name__)
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def scan(path: str | os.PathLike[str], *, limits: Limits = Limits()) -> ScanReport:  # noqa: B008
+    """Statically scan the model file or folder at ``path``; nothing in it is executed.
+
+    Paths in the report are relative to ``path`` (a single file is named by its
+    base name). Raises :class:`PathNotFoundError` if ``path`` does not exist.
+    """
+    root = os.fspath(path)
+    try:
+        root_st = os.stat(root)
+    except FileNotFoundError:
+        raise PathNotFoundError(f"path {root!r} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {root!r}: {exc.strerror}") from exc
+    report = ScanReport(root=root)
+    if stat.S_ISDIR(root_st.st_mode):
+        entries = iter(sorted(_walk(root, report)))
+    else:
+        entries = iter([(_shown(os.path.basename(os.path.abspath(root))), root, 0)])
+    for name, fs_path, flags in entries:
+        _scan_file(report, name, fs_path, flags, limits)
+    return report
+
+
+def _walk(root: str, report: ScanReport) -> Iterator[tuple[str, str, int]]:
+    """(shown name, path, extra open flags) of every regular file below ``root``."""
+    pending = [("", root)]
+    while pending:
+        prefix, folder = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            _add(
+                report,
+                "scan.incomplete",
+                Severity.MEDIUM,
+                prefix.rstrip("/") or ".",
+                f"cannot list folder ({exc.strerror}); not scanned",
+            )
+            continue
+        for entry in reversed(entries):
+            name = prefix + _shown(entry.name)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                _add(
+                    report,
+                    "scan.incomplete",
+                    Severity.MEDIUM,
+                    name,
+                    f"cannot stat ({exc.strerror}); not scanned",
+                )
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                _add(
+                    report,
+                    "scan.symlink",
+                    Severity.MEDIUM,
+                    name,
+                    f"symbolic link to {_shown(os.readlink(entry.path))!r}; not followed, "
+                    "so what it points to was not scanned",
+                )
+            elif stat.S_ISDIR(st.st_mode):
+                pending.append((name + "/", entry.path))
+            elif stat.S_ISREG(st.st_mode):
+                yield name, entry.path, _NOFOLLOW
+            else:
+                _add(
+                    report,
+                    "scan.special-file",
+                    Severity.MEDIUM,
+                    name,
+                    "special file (device, FIFO or socket); not read",
+                )
+
+
+def _scan_file(report: ScanReport, name: str, fs_path: str, flags: int, limits: Limits) -> None:
+    logger.debug("scanning %s", name)
+    ctx = ScanContext(path=name, limits=limits, dispatch=dispatch)
+    try:
+        fd = os.open(fs_path, os.O_RDONLY | os.O_CLOEXEC | _NONBLOCK | flags)
+    except OSError as exc:
+        ctx.incomplete(f"cannot open ({exc.strerror}); not scanned", format="unknown", member=None)
+    else:
+        with os.fdopen(fd, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                _add(
+                    report,
+                    "scan.special-file",
+                    Severity.MEDIUM,
+                    name,
+                    "not a regular file; not read",
+                )
+            else:
+                ctx.nested(stream, None, 0)
+    report.findings.extend(ctx.findings)
+    report.scanned.extend(ctx.scanned)
+
+
+def _add(report: ScanReport, rule: str, severity: Severity, path: str, message: str) -> None:
+    report.findings.append(
+        Finding(rule_id=rule, severity=severity, message=message, path=path, format="file")
+    )
+
+
+def _shown(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 are shown escaped."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
