@@ -1,0 +1,113 @@
+"""Load corpus samples with the real libraries. DANGEROUS: runs their payloads.
+
+Only ever run as a throwaway subprocess, in a temporary working directory::
+
+    python _load.py REQUEST.json RESULT.json
+
+REQUEST is a list of ``{"name", "path", "loader", "safe"}``; ``safe`` asks for the
+loader's restricted mode where it has one (torch ``weights_only=True``, numpy
+``allow_pickle=False``), as benign samples must load that way. RESULT maps each
+name to null (loaded) or the exception it raised. Results go to a file because
+payloads may write to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+
+def _pickle(path: Path) -> None:
+    import pickle
+
+    with path.open("rb") as stream:
+        pickle.load(stream)  # noqa: S301 - this script exists to run pickles
+
+
+def _pickle_stream(path: Path) -> None:
+    import pickle
+
+    with path.open("rb") as stream:
+        while stream.peek(1):
+            pickle.load(stream)  # noqa: S301 - this script exists to run pickles
+
+
+def _torch(path: Path, safe: bool) -> None:
+    import torch
+
+    torch.load(path, weights_only=safe)
+
+
+def _numpy(path: Path, safe: bool) -> None:
+    import numpy as np
+
+    loaded: Any = np.load(path, allow_pickle=not safe)
+    if path.suffix == ".npz":
+        with loaded:
+            for key in loaded.files:
+                loaded[key]
+
+
+def _inner(path: Path, load: Any, safe: bool) -> None:
+    """Unpack the one file inside an archive, as a user would, and load it."""
+    with tempfile.TemporaryDirectory() as scratch:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                (member,) = archive.namelist()
+                inner = Path(archive.extract(member, scratch))
+        else:
+            with tarfile.open(path) as archive:
+                (member,) = archive.getmembers()
+                archive.extractall(scratch, members=[member], filter="data")
+                inner = Path(scratch, member.name)
+        load(inner, safe)
+
+
+def load(loader: str, path: Path, safe: bool) -> None:
+    if loader == "pickle":
+        _pickle(path)
+    elif loader == "pickle-stream":
+        _pickle_stream(path)
+    elif loader == "torch":
+        _torch(path, safe)
+    elif loader == "joblib":
+        import joblib
+
+        joblib.load(path)
+    elif loader == "numpy":
+        _numpy(path, safe)
+    elif loader == "pandas":
+        import pandas as pd
+
+        pd.read_pickle(path)  # noqa: S301 - this script exists to run pickles
+    elif loader == "safetensors":
+        import safetensors.numpy
+
+        safetensors.numpy.load_file(path)
+    elif loader == "zip/torch":
+        _inner(path, _torch, safe)
+    elif loader == "tar/pickle":
+        _inner(path, lambda inner, _safe: _pickle(inner), safe)
+    else:
+        raise ValueError(f"unknown loader {loader!r}")
+
+
+def main(request: Path, result: Path) -> None:
+    outcome: dict[str, str | None] = {}
+    for item in json.loads(request.read_text()):
+        try:
+            load(item["loader"], Path(item["path"]), item["safe"])
+        except BaseException as exc:  # a payload may raise anything, even SystemExit
+            outcome[item["name"]] = f"{type(exc).__name__}: {exc}"[:500]
+        else:
+            outcome[item["name"]] = None
+    result.write_text(json.dumps(outcome))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

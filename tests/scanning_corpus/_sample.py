@@ -1,0 +1,93 @@
+"""What the corpus generator hands back for each file it writes."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LOADERS", "Payload", "Reduce", "Sample"]
+
+#: How a sample is loaded by the real library (see ``_load.py``). ``zip/torch`` and
+#: ``tar/pickle`` unpack the single inner member first, as a user would.
+LOADERS = (
+    "pickle",
+    "pickle-stream",
+    "torch",
+    "joblib",
+    "numpy",
+    "pandas",
+    "safetensors",
+    "zip/torch",
+    "tar/pickle",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One generated file.
+
+    ``marker`` is the file the inert payload creates when ``loader`` runs it; ``None``
+    for benign samples, and for the one malicious sample whose effect is a module
+    attribute (BUILD on a module). ``loader_runs_payload`` is False where the real
+    loader is known *not* to run the payload (a differential that matters to other
+    readers, kept as a regression sample).
+    """
+
+    name: str
+    path: Path
+    technique: str
+    expects_detection: bool
+    loader: str
+    marker: Path | None = None
+    loader_runs_payload: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loader not in LOADERS:
+            raise ValueError(f"{self.name}: unknown loader {self.loader!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """The inert things a payload may do, all of which only create ``marker``."""
+
+    marker: Path
+
+    @property
+    def shell(self) -> str:
+        """A shell command line."""
+        return f"touch {shlex.quote(str(self.marker))}"
+
+    @property
+    def python(self) -> str:
+        """A Python expression (usable with eval, exec and compile)."""
+        return f"open({str(self.marker)!r}, 'w').close()"
+
+    @property
+    def argv(self) -> list[str]:
+        """An argument vector for a process spawner."""
+        return ["touch", str(self.marker)]
+
+    @property
+    def executable(self) -> bytes:
+        """The absolute path of ``touch``, for spawners that take no PATH search."""
+        found = shutil.which("touch")
+        if found is None:
+            raise RuntimeError("the corpus needs a touch(1) on PATH")
+        return found.encode()
+
+
+class Reduce:
+    """An object that pickles as ``func(*args)``. Pickling it runs nothing.
+
+    For payloads that must be written by a library's own pickler (torch.save,
+    joblib.dump, numpy, pandas), where the assembler cannot be used.
+    """
+
+    def __init__(self, func: object, *args: object) -> None:
+        self.func = func
+        self.args = args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return self.func, self.args

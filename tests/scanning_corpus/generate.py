@@ -1,0 +1,98 @@
+"""Generate the scanner's test corpus: benign model files and malicious ones.
+
+Malicious samples carry inert payloads: each only creates its own marker file,
+``<outdir>/markers/<sample name>``, and only when the real loader runs it. Writing
+the corpus runs no payload (it pickles objects whose ``__reduce__`` names a gadget,
+or writes opcodes); :func:`build_corpus` checks that no marker exists afterwards.
+The techniques come from ``shared/reference/scanner-threats.md``; samples are named
+after the CVE or advisory they reproduce where there is one.
+
+Usage: ``python -m tests.scanning_corpus.generate OUTDIR`` writes the corpus and
+``OUTDIR/manifest.json`` describing every sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tests.scanning_corpus._benign import BENIGN, write_benign_samples
+from tests.scanning_corpus._containers import CONTAINERS, write_container_samples
+from tests.scanning_corpus._gadgets import GADGETS, write_gadget_samples
+from tests.scanning_corpus._opcode_tricks import TRICKS, write_opcode_samples
+from tests.scanning_corpus._sample import LOADERS, Sample
+
+__all__ = [
+    "BENIGN_NAMES",
+    "LOADERS",
+    "MALICIOUS_NAMES",
+    "Sample",
+    "build_corpus",
+    "main",
+    "write_benign",
+    "write_malicious",
+]
+
+#: Sample names, known without writing anything (for test parametrization).
+BENIGN_NAMES: tuple[str, ...] = tuple(item.name for item in BENIGN)
+MALICIOUS_NAMES: tuple[str, ...] = tuple(
+    item.name for table in (GADGETS, TRICKS, CONTAINERS) for item in table
+)
+
+
+def write_benign(outdir: Path) -> list[Sample]:
+    """Write the benign samples into ``outdir``."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    return write_benign_samples(outdir)
+
+
+def write_malicious(outdir: Path, markers: Path) -> list[Sample]:
+    """Write the malicious samples into ``outdir``; their payloads touch files in ``markers``."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    markers.mkdir(parents=True, exist_ok=True)
+    return [
+        *write_gadget_samples(outdir, markers),
+        *write_opcode_samples(outdir, markers),
+        *write_container_samples(outdir, markers),
+    ]
+
+
+def build_corpus(root: Path) -> list[Sample]:
+    """Write the whole corpus under ``root``: ``benign/``, ``malicious/`` and ``markers/``."""
+    markers = root / "markers"
+    samples = [*write_benign(root / "benign"), *write_malicious(root / "malicious", markers)]
+    names = [sample.name for sample in samples]
+    if len(set(names)) != len(names) or names != [*BENIGN_NAMES, *MALICIOUS_NAMES]:
+        raise RuntimeError("sample names must be unique and match the tables")
+    if any(markers.iterdir()):
+        raise RuntimeError(f"writing the corpus ran a payload: {sorted(markers.iterdir())}")
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir", type=Path)
+    args = parser.parse_args(argv)
+    samples = build_corpus(args.outdir)
+    manifest = [
+        {
+            "name": s.name,
+            "path": str(s.path.relative_to(args.outdir)),
+            "technique": s.technique,
+            "expects_detection": s.expects_detection,
+            "loader": s.loader,
+            "marker": None if s.marker is None else str(s.marker.relative_to(args.outdir)),
+            "loader_runs_payload": s.loader_runs_payload,
+        }
+        for s in samples
+    ]
+    (args.outdir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    benign = sum(not s.expects_detection for s in samples)
+    sys.stdout.write(f"{len(samples)} samples ({benign} benign) in {args.outdir}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
