@@ -265,6 +265,7 @@ def _run(r: _Reader, a: _Audit) -> None:
     max_inline = a.limits.max_inline_bytes
     ops = 0
     proto = 0
+    frame_end = -1  # offset where the current FRAME ends; -1 outside frames
 
     def global_(module: str, name: str, at: int) -> _Global:
         # Python 3 maps Python 2 names for protocols below 3, as the real loader does.
@@ -336,6 +337,20 @@ def _run(r: _Reader, a: _Audit) -> None:
 
     while True:
         at = r.offset
+        if at > frame_end >= 0:
+            # Opcodes may not straddle frames; loaders disagree on such streams
+            # (CPython's C unpickler drops the frame's rest), so what runs is not
+            # what a linear reading shows.
+            a.add(
+                "pickle.frame-straddle",
+                Severity.HIGH,
+                "an opcode crosses the end of its FRAME: loaders read such a stream "
+                "differently, a known way to hide code from scanners",
+                at,
+            )
+            raise PickleError("an opcode crosses the end of its frame", at)
+        if at == frame_end:
+            frame_end = -1
         op = r.byte()
         ops += 1
         if ops > limit:
@@ -345,7 +360,9 @@ def _run(r: _Reader, a: _Audit) -> None:
             if proto > 5:
                 raise PickleError("unsupported protocol", at)
         elif op == 0x95:  # FRAME
-            r.take(8)
+            if frame_end >= 0:
+                raise PickleError("a FRAME inside a frame", at)
+            frame_end = r.offset + 8 + int.from_bytes(r.take(8), "little")
         elif op == 0x2E:  # STOP
             return
         elif op == 0x28:  # MARK
@@ -511,6 +528,9 @@ def _run(r: _Reader, a: _Audit) -> None:
             elif isinstance(target, _Call):
                 target.state = state
                 if isinstance(target.func, _Global) and target.func.qualified in _JOBLIB_WRAPPERS:
+                    # joblib ends the frame before writing the array's raw bytes.
+                    if r.offset == frame_end:
+                        frame_end = -1
                     _joblib_array(r, a, target, at)
         elif op in (0x50, 0x51):  # PERSID, BINPERSID
             if op == 0x50:

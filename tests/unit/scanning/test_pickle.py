@@ -244,3 +244,14 @@ def test_joblib_object_array_is_a_nested_pickle(tmp_path: object) -> None:
     evil = np.array([1, Reduces(os.system, "true")], dtype=object)
     assert rules(_joblib_bytes(evil, tmp_path)) == {"pickle.global.dangerous"}
     assert audit(_joblib_bytes(np.array([1, "x", None], dtype=object), tmp_path)) == []
+
+
+def test_an_opcode_straddling_its_frame_is_a_finding() -> None:
+    # scanner-threats §B.20: a BINUNICODE inside a FRAME claims bytes beyond the frame.
+    frame = b"X" + struct.pack("<I", 16) + bytes(5)
+    data = b"\x80\x05\x95" + struct.pack("<Q", len(frame)) + frame + bytes(11) + b"0."
+    assert rules(data) == {"pickle.frame-straddle", "scan.incomplete"}
+
+
+def test_well_formed_frames_are_clean() -> None:
+    assert audit(pickle.dumps(list(range(20000)), protocol=5)) == []
