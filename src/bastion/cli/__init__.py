@@ -28,6 +28,7 @@ COMMANDS = {
     "digest": "digest",
     "trust": "trust",
     "scan": "scan",
+    "convert": "convert",
 }
 
 EXIT_INTERRUPTED = 130

@@ -8,8 +8,9 @@ See ``docs/scanning.md``.
 
 from __future__ import annotations
 
+from bastion.scanning._convert import ConvertResult, convert
 from bastion.scanning._limits import Limits
 from bastion.scanning._report import Finding, ScanReport, Severity
 from bastion.scanning._scan import scan
 
-__all__ = ["Finding", "Limits", "ScanReport", "Severity", "scan"]
+__all__ = ["ConvertResult", "Finding", "Limits", "ScanReport", "Severity", "convert", "scan"]
