@@ -34,8 +34,8 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x04\x22\x4d\x18", "lz4"),
 )
 
-#: Formats Bastion recognises but does not scan yet (a later change adds them).
-UNSUPPORTED = frozenset({"gguf", "hdf5", "7z", "onnx", "keras"})
+#: Formats Bastion recognises but does not scan yet.
+UNSUPPORTED = frozenset({"hdf5", "7z"})
 
 _SAFETENSORS_MAX_HEADER = 100 << 20
 

@@ -7,8 +7,6 @@ recognise at all, are findings: a scan fails closed.
 from __future__ import annotations
 
 import io
-import json
-import struct
 from typing import BinaryIO
 
 from bastion.scanning._context import ScanContext
@@ -20,10 +18,8 @@ __all__ = ["dispatch"]
 _COMPRESSED = frozenset({"gzip", "bzip2", "xz", "zlib", "lz4"})
 
 _UNSUPPORTED_WHY = {
-    "gguf": "GGUF files are not scanned yet (chat templates and metadata are not checked)",
     "hdf5": "HDF5 (Keras .h5) files are not scanned yet (Lambda layers are not checked)",
     "7z": "7z archives are not scanned; repack the model as zip or tar",
-    "onnx": "ONNX files are not scanned yet (external data paths are not checked)",
 }
 
 
@@ -58,7 +54,17 @@ def dispatch(ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int)
 
         scan_compressed(ctx, stream, member, depth, fmt)
     elif fmt == "safetensors":
-        _check_safetensors(ctx, stream, member)
+        from bastion.scanning._safetensors import scan_safetensors
+
+        scan_safetensors(ctx, stream, member)
+    elif fmt == "gguf":
+        from bastion.scanning._gguf import scan_gguf
+
+        scan_gguf(ctx, stream, member)
+    elif fmt == "onnx":
+        from bastion.scanning._onnx import scan_onnx
+
+        scan_onnx(ctx, stream, member)
     elif fmt in UNSUPPORTED:
         unsupported(ctx, fmt, member, _UNSUPPORTED_WHY[fmt])
     else:
@@ -73,20 +79,3 @@ def dispatch(ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int)
 
 def unsupported(ctx: ScanContext, fmt: str, member: str | None, why: str) -> None:
     ctx.add("scan.unsupported-format", Severity.MEDIUM, why, format=fmt, member=member)
-
-
-def _check_safetensors(ctx: ScanContext, stream: BinaryIO, member: str | None) -> None:
-    # safetensors holds no code; only check that the header is what it claims to be.
-    (length,) = struct.unpack("<Q", stream.read(8))
-    try:
-        header = json.loads(stream.read(length))
-    except (ValueError, RecursionError):
-        header = None
-    if not isinstance(header, dict):
-        ctx.incomplete(
-            "safetensors header is not a JSON object; not scanned",
-            format="safetensors",
-            member=member,
-        )
-        return
-    ctx.mark_scanned("safetensors", member)

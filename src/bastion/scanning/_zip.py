@@ -19,7 +19,6 @@ from typing import BinaryIO
 from bastion.scanning._compressed import decompress
 from bastion.scanning._context import ScanContext, join_member
 from bastion.scanning._detect import classify_zip
-from bastion.scanning._dispatch import unsupported
 from bastion.scanning._names import check_member_name
 from bastion.scanning._report import Severity
 from bastion.scanning._streams import SeekableSlice, as_binary, read_chunks
@@ -55,10 +54,6 @@ def scan_zip(ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int)
         infos = infos[: ctx.limits.max_members]
     kind = classify_zip(i.filename for i in infos)
     ctx.mark_scanned(kind, member)
-    if kind == "keras":
-        unsupported(
-            ctx, kind, member, "Keras .keras archives are not scanned yet (config is not checked)"
-        )
     counts = Counter(i.filename for i in infos)
     for name, n in counts.items():
         if n > 1:
@@ -124,8 +119,10 @@ def _entry(
             member=member,
         )
         return
-    if kind == "keras" or (kind == "pytorch-zip" and _is_raw_storage(info.filename)):
-        return
+    if (kind == "keras" and info.filename == "model.weights.h5") or (
+        kind == "pytorch-zip" and _is_raw_storage(info.filename)
+    ):
+        return  # raw weights: Keras reads only datasets from it, torch reads raw bytes
     data = _open(ctx, stream, info, local, kind, member)
     if data is None:
         return
@@ -134,6 +131,10 @@ def _entry(
             ctx.pickle(
                 data, member, "pytorch-zip", depth=depth + 1
             )  # torch unpickles these by name
+        elif kind == "keras" and info.filename == "config.json":
+            from bastion.scanning._keras import scan_keras_config
+
+            scan_keras_config(ctx, data, member)
         else:
             ctx.nested(data, member, depth + 1)
 

@@ -273,9 +273,9 @@ def test_real_numpy_and_torch_files_are_clean(tmp_path: Path) -> None:
     }
 
 
-def test_keras_archive_is_unsupported_not_clean(tmp_path: Path) -> None:
-    blob = make_zip({"config.json": b"{}", "metadata.json": b"{}"})
+def test_keras_archive_config_is_audited(tmp_path: Path) -> None:
+    blob = make_zip({"config.json": b'{"class_name": "Lambda"}', "metadata.json": b"{}"})
     report = scan_bytes(tmp_path, blob, name="model.keras")
-    assert [(f.rule_id, f.severity) for f in report.findings] == [
-        ("scan.unsupported-format", Severity.MEDIUM)
+    assert [(f.rule_id, f.severity, f.member) for f in report.findings] == [
+        ("keras.lambda", Severity.HIGH, "config.json")
     ]
