@@ -17,7 +17,8 @@ class Limits:
     max_memo: int = 10_000_000
     """Distinct memo entries per pickle stream."""
     max_inline_bytes: int = 64 << 20
-    """Largest pickle string/bytes argument held in memory; larger ones are skipped by seeking."""
+    """Largest nested pickle (bytes handed to a loader inside a pickle) read back to be
+    audited. Other strings and bytes over 1 MiB are never held: they are skipped by seeking."""
     max_nesting: int = 4
     """Containers within containers (zip in zip, gzip in tar, pickle in bytes)."""
     max_members: int = 1_000_000

@@ -5,8 +5,8 @@ that every global is resolved, however it is spelled: ``GLOBAL`` and ``INST``
 lines, ``STACK_GLOBAL`` with names built through the memo, dotted names, and
 the extension registry. Every call is recorded: ``REDUCE``, ``INST``, ``OBJ``,
 ``NEWOBJ``, ``NEWOBJ_EX``, and ``BUILD`` on a class or a module. Strings and
-bytes larger than ``Limits.max_inline_bytes`` are skipped by seeking, never
-read into memory. joblib's arrays, written raw between opcodes, are skipped
+bytes larger than 1 MiB are skipped by seeking and remembered by offset, never
+held in memory. joblib's arrays, written raw between opcodes, are skipped
 by size; its object arrays are nested pickles and are audited as such, and so
 is any bytes value handed to a pickle loader.
 
@@ -27,6 +27,9 @@ from bastion.scanning._report import Finding, Severity
 __all__ = ["scan_pickle"]
 
 _CHUNK = 1 << 20
+#: Values larger than this are not kept (the memo would hold them to the end of
+#: the stream); they are skipped and remembered by offset and length.
+_HOLD = 1 << 20
 _MAX_LINE = 1 << 16
 _NESTED_LOADERS = frozenset(
     {"pickle.loads", "_pickle.loads", "pickle.load", "_pickle.load", "dill.loads", "joblib.load"}
@@ -66,9 +69,11 @@ class _Call:
 
 @dataclass(frozen=True, slots=True)
 class _Skipped:
-    """A string or bytes value too large to hold; only its length is kept."""
+    """A string or bytes value too large to hold: where it lies, not what it is."""
 
     length: int
+    offset: int
+    text: bool
 
 
 class _Mark:
@@ -146,12 +151,19 @@ class _Reader:
         return b
 
     def take(self, n: int) -> bytes:
-        while len(self.buf) - self.pos < n:
-            if not self._fill():
-                raise EOFError
-        data = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return data
+        end = self.pos + n
+        if end <= len(self.buf):
+            data = self.buf[self.pos : end]
+            self.pos = end
+            return data
+        # One read for the rest: refilling chunk by chunk would copy it again each time.
+        head = self.buf[self.pos :]
+        more = self.f.read(n - len(head))
+        if len(more) < n - len(head):
+            raise EOFError
+        self.base += len(self.buf) + len(more)
+        self.buf, self.pos = b"", 0
+        return head + more
 
     def skip(self, n: int) -> None:
         available = len(self.buf) - self.pos
@@ -262,7 +274,6 @@ def _run(r: _Reader, a: _Audit) -> None:
     marks: list[list[object]] = []
     memo: dict[int, object] = {}
     limit = a.limits.max_opcodes
-    max_inline = a.limits.max_inline_bytes
     ops = 0
     proto = 0
     frame_end = -1  # offset where the current FRAME ends; -1 outside frames
@@ -297,9 +308,10 @@ def _run(r: _Reader, a: _Audit) -> None:
     def blob(n: int, text: bool) -> object:
         if n < 0:
             raise PickleError("negative length", r.offset)
-        if n > max_inline:
+        if n > _HOLD:
+            start = r.offset
             r.skip(n)
-            return _Skipped(n)
+            return _Skipped(n, start, text)
         raw = r.take(n)
         if not text:
             return raw
@@ -321,7 +333,7 @@ def _run(r: _Reader, a: _Audit) -> None:
     def call(func: object, args: object, at: int, kind: str) -> _Call:
         if isinstance(func, _Global):
             if func.qualified in _NESTED_LOADERS:
-                _nested(args, a, at)
+                _nested(args, a, at, r)
         elif func is _UNKNOWN:
             pass  # an unresolved or extension global: already a finding
         elif not isinstance(func, _Call):
@@ -392,7 +404,7 @@ def _run(r: _Reader, a: _Audit) -> None:
             stack.append(int.from_bytes(r.take(r.byte()), "little", signed=True))
         elif op == 0x8B:  # LONG4
             n = int.from_bytes(r.take(4), "little", signed=True)
-            if n > max_inline or n < 0:
+            if n > _HOLD or n < 0:
                 raise PickleError("LONG4 too large", at)
             stack.append(int.from_bytes(r.take(n), "little", signed=True))
         elif op in (0x49, 0x4C, 0x46):  # INT, LONG, FLOAT (text)
@@ -588,9 +600,17 @@ def _quoted(raw: bytes, at: int) -> object:
         raise PickleError("STRING argument is malformed", at) from None
 
 
-def _nested(args: object, a: _Audit, at: int) -> None:
+def _nested(args: object, a: _Audit, at: int, r: _Reader) -> None:
     """A loader called on inline bytes: audit those bytes as a pickle too."""
     payload = args[0] if isinstance(args, tuple) and args else None
+    if isinstance(payload, _Skipped) and not payload.text:
+        if payload.length > a.limits.max_inline_bytes:
+            a.add("scan.limit", Severity.MEDIUM, "a nested pickle exceeds max_inline_bytes", at)
+            return
+        resume = r.f.tell()
+        r.f.seek(payload.offset)
+        payload = r.f.read(payload.length)
+        r.f.seek(resume)
     if not isinstance(payload, bytes):
         return
     if a.depth >= a.limits.max_nesting:

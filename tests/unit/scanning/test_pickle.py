@@ -255,3 +255,13 @@ def test_an_opcode_straddling_its_frame_is_a_finding() -> None:
 
 def test_well_formed_frames_are_clean() -> None:
     assert audit(pickle.dumps(list(range(20000)), protocol=5)) == []
+
+
+def test_a_large_nested_pickle_is_read_back_and_audited() -> None:
+    # Over 1 MiB the bytes are not held; the loader call reads them back by offset.
+    inner = pickle.dumps([b"\x00" * (2 << 20), Reduces(os.system, "true")], protocol=4)
+    outer = pickle.dumps(Reduces(pickle.loads, inner), protocol=4)
+    messages = [m for _, m in audit(outer)]
+    assert any("system" in m for m in messages)
+    too_big = audit(outer, Limits(max_inline_bytes=1 << 20))
+    assert ("scan.limit", "a nested pickle exceeds max_inline_bytes") in too_big
