@@ -29,6 +29,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="report on stdout as text (default), JSON (schema version 1) or SARIF 2.1.0",
     )
     p.add_argument(
+        "--include-git",
+        action="store_true",
+        help="also scan a .git folder at the top of PATH (left out by default)",
+    )
+    p.add_argument(
         "--json",
         dest="format",
         action="store_const",
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     threshold = Severity.from_label(args.fail_on)
     started = time.monotonic()
-    report = scan(args.path)
+    report = scan(args.path, include_git=args.include_git)
     failing = report.at_or_above(threshold)
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=2))

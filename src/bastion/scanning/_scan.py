@@ -26,8 +26,17 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
-def scan(path: str | os.PathLike[str], *, limits: Limits = Limits()) -> ScanReport:  # noqa: B008
+def scan(
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits = Limits(),  # noqa: B008
+    include_git: bool = False,
+) -> ScanReport:
     """Statically scan the model file or folder at ``path``; nothing in it is executed.
+
+    A ``.git`` folder at the top of ``path`` is version-control metadata that no
+    model loader reads; it is left out (an INFO finding says so) unless
+    ``include_git`` is set.
 
     Paths in the report are relative to ``path`` (a single file is named by its
     base name). Raises :class:`PathNotFoundError` if ``path`` does not exist.
@@ -41,7 +50,7 @@ def scan(path: str | os.PathLike[str], *, limits: Limits = Limits()) -> ScanRepo
         raise InputError(f"cannot read {root!r}: {exc.strerror}") from exc
     report = ScanReport(root=root)
     if stat.S_ISDIR(root_st.st_mode):
-        entries = iter(sorted(_walk(root, report)))
+        entries = iter(sorted(_walk(root, report, include_git)))
     else:
         entries = iter([(_shown(os.path.basename(os.path.abspath(root))), root, 0)])
     for name, fs_path, flags in entries:
@@ -49,7 +58,7 @@ def scan(path: str | os.PathLike[str], *, limits: Limits = Limits()) -> ScanRepo
     return report
 
 
-def _walk(root: str, report: ScanReport) -> Iterator[tuple[str, str, int]]:
+def _walk(root: str, report: ScanReport, include_git: bool) -> Iterator[tuple[str, str, int]]:
     """(shown name, path, extra open flags) of every regular file below ``root``."""
     pending = [("", root)]
     while pending:
@@ -89,6 +98,16 @@ def _walk(root: str, report: ScanReport) -> Iterator[tuple[str, str, int]]:
                     "so what it points to was not scanned",
                 )
             elif stat.S_ISDIR(st.st_mode):
+                if name == ".git" and not include_git:
+                    _add(
+                        report,
+                        "scan.skipped",
+                        Severity.INFO,
+                        name,
+                        "version-control metadata, which model loaders do not read; "
+                        "not scanned (--include-git scans it)",
+                    )
+                    continue
                 pending.append((name + "/", entry.path))
             elif stat.S_ISREG(st.st_mode):
                 yield name, entry.path, _NOFOLLOW

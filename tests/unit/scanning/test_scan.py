@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.errors import PathNotFoundError
-from bastion.scanning import Limits, ScanReport, scan
+from bastion.scanning import Limits, ScanReport, Severity, scan
 from bastion.scanning._report import SCHEMA_VERSION
 from tests.unit.scanning.crafted import BENIGN_PICKLE, EVIL_PICKLE, make_zip, torch_zip
 
@@ -141,3 +141,20 @@ def test_random_bytes_always_yield_a_report(tmp_path: Path, data: bytes) -> None
     path = tmp_path / "random.bin"
     path.write_bytes(data)
     _assert_reports(scan(path, limits=Limits(max_unpacked_bytes=1 << 20)))
+
+
+def test_git_metadata_is_left_out_unless_asked_for(tmp_path: Path) -> None:
+    import pickle as _pickle
+    import zlib
+
+    (tmp_path / "config.json").write_text("{}")
+    objects = tmp_path / ".git" / "objects" / "ab"
+    objects.mkdir(parents=True)
+    (objects / "cdef").write_bytes(zlib.compress(b"blob 3\x00abc"))
+    (tmp_path / ".git" / "evil.pkl").write_bytes(_pickle.dumps(_pickle.loads))
+    report = scan(tmp_path)
+    assert [(f.rule_id, f.severity, f.path) for f in report.findings] == [
+        ("scan.skipped", Severity.INFO, ".git")
+    ]
+    included = {f.rule_id for f in scan(tmp_path, include_git=True).findings}
+    assert "pickle.global.dangerous" in included
