@@ -129,16 +129,18 @@ def _scan_file(report: ScanReport, name: str, fs_path: str, flags: int, limits: 
     except OSError as exc:
         ctx.incomplete(f"cannot open ({exc.strerror}); not scanned", format="unknown", member=None)
     else:
-        with os.fdopen(fd, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                _add(
-                    report,
-                    "scan.special-file",
-                    Severity.MEDIUM,
-                    name,
-                    "not a regular file; not read",
-                )
-            else:
+        # Checked before wrapping: fdopen itself raises on a folder swapped in after the walk.
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            _add(
+                report,
+                "scan.special-file",
+                Severity.MEDIUM,
+                name,
+                "not a regular file; not read",
+            )
+        else:
+            with os.fdopen(fd, "rb") as stream:
                 ctx.nested(stream, None, 0)
     report.findings.extend(ctx.findings)
     report.scanned.extend(ctx.scanned)

@@ -158,3 +158,12 @@ def test_git_metadata_is_left_out_unless_asked_for(tmp_path: Path) -> None:
     ]
     included = {f.rule_id for f in scan(tmp_path, include_git=True).findings}
     assert "pickle.global.dangerous" in included
+
+
+def test_a_folder_named_as_a_file_is_reported_not_raised(tmp_path: Path) -> None:
+    from bastion.scanning._scan import _scan_file
+
+    report = ScanReport(root=str(tmp_path))
+    (tmp_path / "was_a_file").mkdir()
+    _scan_file(report, "was_a_file", str(tmp_path / "was_a_file"), 0, Limits())
+    assert [f.rule_id for f in report.findings] == ["scan.special-file"]
