@@ -6,8 +6,8 @@ Only ever run as a throwaway subprocess, in a temporary working directory::
 
 REQUEST is a list of ``{"name", "path", "loader", "safe"}``; ``safe`` asks for the
 loader's restricted mode where it has one (torch ``weights_only=True``, numpy
-``allow_pickle=False``), as benign samples must load that way. RESULT maps each
-name to null (loaded) or the exception it raised. Results go to a file because
+``allow_pickle=False``, Keras ``safe_mode=True``), as benign samples must load that
+way. RESULT maps each name to null (loaded) or the exception it raised. Results go to a file because
 payloads may write to stdout.
 """
 
@@ -53,6 +53,31 @@ def _numpy(path: Path, safe: bool) -> None:
                 loaded[key]
 
 
+def _onnx(path: Path) -> None:
+    """onnx.load (which reads external data), then an onnxruntime session run on zeros."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    onnx.checker.check_model(onnx.load(path))
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feeds = {
+        spec.name: np.zeros([d if isinstance(d, int) else 1 for d in spec.shape], np.float32)
+        for spec in session.get_inputs()
+    }
+    session.run(None, feeds)
+
+
+def _keras(path: Path, safe: bool) -> None:
+    """keras.models.load_model on the torch backend; Lambda bytecode runs while it loads."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    keras.models.load_model(path, safe_mode=safe)
+
+
 def _inner(path: Path, load: Any, safe: bool) -> None:
     """Unpack the one file inside an archive, as a user would, and load it."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -93,6 +118,10 @@ def load(loader: str, path: Path, safe: bool) -> None:
         _inner(path, _torch, safe)
     elif loader == "tar/pickle":
         _inner(path, lambda inner, _safe: _pickle(inner), safe)
+    elif loader == "onnx":
+        _onnx(path)
+    elif loader == "keras":
+        _keras(path, safe)
     else:
         raise ValueError(f"unknown loader {loader!r}")
 

@@ -21,6 +21,8 @@ LOADERS = (
     "safetensors",
     "zip/torch",
     "tar/pickle",
+    "onnx",
+    "keras",
 )
 
 

@@ -20,6 +20,12 @@ from pathlib import Path
 
 from tests.scanning_corpus._benign import BENIGN, write_benign_samples
 from tests.scanning_corpus._containers import CONTAINERS, write_container_samples
+from tests.scanning_corpus._frameworks import (
+    FRAMEWORK_BENIGN,
+    FRAMEWORK_MALICIOUS,
+    write_framework_benign,
+    write_framework_malicious,
+)
 from tests.scanning_corpus._gadgets import GADGETS, write_gadget_samples
 from tests.scanning_corpus._opcode_tricks import TRICKS, write_opcode_samples
 from tests.scanning_corpus._sample import LOADERS, Sample
@@ -36,16 +42,16 @@ __all__ = [
 ]
 
 #: Sample names, known without writing anything (for test parametrization).
-BENIGN_NAMES: tuple[str, ...] = tuple(item.name for item in BENIGN)
+BENIGN_NAMES: tuple[str, ...] = tuple(item.name for item in (*BENIGN, *FRAMEWORK_BENIGN))
 MALICIOUS_NAMES: tuple[str, ...] = tuple(
-    item.name for table in (GADGETS, TRICKS, CONTAINERS) for item in table
+    item.name for table in (GADGETS, TRICKS, CONTAINERS, FRAMEWORK_MALICIOUS) for item in table
 )
 
 
 def write_benign(outdir: Path) -> list[Sample]:
     """Write the benign samples into ``outdir``."""
     outdir.mkdir(parents=True, exist_ok=True)
-    return write_benign_samples(outdir)
+    return [*write_benign_samples(outdir), *write_framework_benign(outdir)]
 
 
 def write_malicious(outdir: Path, markers: Path) -> list[Sample]:
@@ -56,6 +62,7 @@ def write_malicious(outdir: Path, markers: Path) -> list[Sample]:
         *write_gadget_samples(outdir, markers),
         *write_opcode_samples(outdir, markers),
         *write_container_samples(outdir, markers),
+        *write_framework_malicious(outdir, markers),
     ]
 
 

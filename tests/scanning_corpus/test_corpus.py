@@ -27,6 +27,10 @@ from tests.scanning_corpus.generate import BENIGN_NAMES, LOADERS, MALICIOUS_NAME
 LOAD_SCRIPT = Path(__file__).with_name("_load.py")
 #: The one malicious sample whose effect is a module attribute, not a marker file.
 MODULE_PATCH = "build_module_dict_monkeypatch.pkl"
+#: Malicious samples the current real loader refuses, with the error it raises.
+LOADER_REFUSES = {
+    "cve_2024_27318_onnx_external_data_traversal.onnx": "points outside the directory",
+}
 #: Payloads that run in a child process the loader does not wait for, or at exit.
 SETTLE_SECONDS = 10.0
 
@@ -104,6 +108,10 @@ def test_real_loader_runs_the_payload(
     assert sample.marker is not None
     if sample.loader_runs_payload:
         assert sample.marker.exists(), f"{sample.loader} did not run it: {outcome[name]}"
+    elif name in LOADER_REFUSES:
+        assert outcome[name] is not None
+        assert LOADER_REFUSES[name] in outcome[name]
+        assert not sample.marker.exists()
     else:
         # Documented differential (C.32): torch 2.13 reads the last of two data.pkl
         # entries, so the malicious first one loads cleanly and runs nothing.
@@ -222,6 +230,16 @@ def _torch_magic(data: bytes) -> None:
     assert ops[-2][1] == 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 
 
+def _onnx_outside(data: bytes) -> None:
+    # The one initializer keeps no bytes of its own: they are external, in ../onnx_outside.bin.
+    from onnx import ModelProto, TensorProto
+
+    (tensor,) = ModelProto.FromString(data).graph.initializer
+    assert tensor.data_location == TensorProto.EXTERNAL
+    assert not tensor.raw_data
+    assert {e.key: e.value for e in tensor.external_data}["location"] == "../onnx_outside.bin"
+
+
 TRICKS: dict[str, Callable[[bytes], None]] = {
     "cpython_frame_desync_binunicode.pkl": _frame_desync,
     "cve_2025_10156_zip_crc_mismatch.pt": _zip_error("Bad CRC-32"),
@@ -236,6 +254,7 @@ TRICKS: dict[str, Callable[[bytes], None]] = {
     "concatenated_streams_benign_first.pkl": _concatenated,
     "torch_legacy_tar_storages_payload.pt": _legacy_tar,
     "ghsa_97f8_legacy_magic_number_reduce.pt": _torch_magic,
+    "cve_2024_27318_onnx_external_data_traversal.onnx": _onnx_outside,
 }
 
 
@@ -243,3 +262,34 @@ TRICKS: dict[str, Callable[[bytes], None]] = {
 def test_the_trick_is_in_the_file(name: str, corpus_by_name: dict[str, Sample]) -> None:
     # Static checks only (pickletools and zipfile parse; nothing is unpickled).
     TRICKS[name](corpus_by_name[name].path.read_bytes())
+
+
+def test_onnx_traversal_resolves_to_the_outside_file(
+    corpus_root: Path, corpus_by_name: dict[str, Sample], tmp_path: Path
+) -> None:
+    # The location, joined to the model's folder as an unchecked loader would (onnx
+    # before 1.16), names the file written beside malicious/, and its offset and length
+    # select all of that file: the tensor would hold its contents. onnx 1.23 refuses it
+    # (LOADER_REFUSES), and so does onnxruntime 1.32.
+    from onnx import ModelProto
+
+    sample = corpus_by_name["cve_2024_27318_onnx_external_data_traversal.onnx"]
+    (tensor,) = ModelProto.FromString(sample.path.read_bytes()).graph.initializer
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    outside = (sample.path.parent / info["location"]).resolve()
+    assert outside == (corpus_root / "onnx_outside.bin").resolve()
+    assert not outside.is_relative_to(sample.path.parent.resolve())
+    start, length = int(info["offset"]), int(info["length"])
+    contents = outside.read_bytes()
+    assert (start, length) == (0, len(contents))
+    assert list(tensor.dims) == [len(contents)]
+    probe = (
+        "import sys, onnxruntime\n"
+        "try: onnxruntime.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+        "except Exception as exc: print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(sample.path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "escapes model directory" in proc.stdout
