@@ -15,13 +15,11 @@ import struct
 import tarfile
 import warnings
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.scanning_corpus._pickle_asm import Call, Global, Seq, assemble
-from tests.scanning_corpus._sample import Payload, Reduce, Sample
+from tests.scanning_corpus._sample import Payload, Recipe, Reduce, Sample, write_recipes
 
 __all__ = ["write_container_samples"]
 
@@ -213,77 +211,68 @@ def _pandas(p: Payload) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass(frozen=True)
-class Container:
-    name: str
-    technique: str
-    build: Callable[[Payload], bytes]
-    loader: str
-    loader_runs_payload: bool = True
-
-
 CONTAINERS = (
-    Container(
+    Recipe(
         "torch_zip_data_pkl_reduce.pt",
         "torch zip archive whose data.pkl calls os.system",
         _torch_zip,
         "torch",
     ),
-    Container(
+    Recipe(
         "torch_zip_odd_folder_name.pt",
         "torch zip whose top folder is 'model.safetensors/' instead of 'archive/'",
         _odd_folder,
         "torch",
     ),
-    Container(
+    Recipe(
         "torch_legacy_object_pickle_payload.pt",
         "C.26 legacy torch format, payload in the object pickle (4th of the stream)",
         lambda p: _torch_bytes(_evil_checkpoint(p), legacy=True),
         "torch",
     ),
-    Container(
+    Recipe(
         "ghsa_97f8_legacy_magic_number_reduce.pt",
         "C.26 legacy torch format whose magic-number pickle is a REDUCE (picklescan GHSA-97f8)",
         _legacy_magic_reduce,
         "torch",
     ),
-    Container(
+    Recipe(
         "torch_legacy_tar_storages_payload.pt",
         "C.27 legacy torch tar container; the 'storages' member calls os.system",
         _legacy_tar,
         "torch",
     ),
-    Container(
+    Recipe(
         "cve_2025_10156_zip_crc_mismatch.pt",
         "C.28 data.pkl changed without updating its CRC (CVE-2025-10156)",
         _crc_mismatch,
         "torch",
     ),
-    Container(
+    Recipe(
         "cve_2025_1944_local_header_name_mismatch.pt",
         "C.29 data.pkl named archive/data.txt in its local header only (CVE-2025-1944)",
         _local_header_name,
         "torch",
     ),
-    Container(
+    Recipe(
         "cve_2025_1945_local_header_flag_bits.pt",
         "C.30 flag bits 5 and 6 set in data.pkl's local header only (CVE-2025-1945)",
         _local_header_flags,
         "torch",
     ),
-    Container(
+    Recipe(
         "zip_in_zip_torch.zip",
         "C.31 a zip holding a malicious torch zip",
         _zip_in_zip,
         "zip/torch",
     ),
-    Container(
+    Recipe(
         "pickle_in_tar_gz.tar.gz",
         "C.31 a tar.gz holding a malicious pickle",
         _pickle_in_tar_gz,
         "tar/pickle",
     ),
-    Container(
+    Recipe(
         "zip_duplicate_data_pkl_malicious_first.pt",
         "C.32 two archive/data.pkl entries, the malicious one first; torch 2.13 reads the"
         " last one and does not run it, other zip readers may",
@@ -291,20 +280,20 @@ CONTAINERS = (
         "torch",
         loader_runs_payload=False,
     ),
-    Container(
+    Recipe(
         "zip_duplicate_data_pkl_malicious_last.pt",
         "C.32 two archive/data.pkl entries, the malicious one last (torch reads it)",
         lambda p: _duplicate(p, malicious_first=False),
         "torch",
     ),
-    Container(
+    Recipe(
         "joblib_payload_after_array.joblib",
         "B.22 joblib.dump([ndarray, evil]): the payload follows a raw array buffer",
         lambda p: _joblib(p, 0),
         "joblib",
     ),
     *(
-        Container(
+        Recipe(
             f"joblib_{method}_payload{suffix}",
             f"B.23 joblib {method}-compressed, payload after an array",
             lambda p, method=method: _joblib(p, (method, 3)),
@@ -317,19 +306,19 @@ CONTAINERS = (
             ("xz", ".joblib.xz"),
         )
     ),
-    Container(
+    Recipe(
         "numpy_object_array_payload.npy",
         "C.33 .npy object array holding a reducing object",
         _npy,
         "numpy",
     ),
-    Container(
+    Recipe(
         "numpy_object_array_payload.npz",
         "C.33 .npz with an object array holding a reducing object",
         _npz,
         "numpy",
     ),
-    Container(
+    Recipe(
         "pandas_object_column_payload.pkl.gz",
         "B.23 gzip-compressed pandas pickle, an object column holding a reducing object",
         _pandas,
@@ -339,20 +328,4 @@ CONTAINERS = (
 
 
 def write_container_samples(outdir: Path, markers: Path) -> list[Sample]:
-    samples = []
-    for item in CONTAINERS:
-        path = outdir / item.name
-        payload = Payload(markers / item.name)
-        path.write_bytes(item.build(payload))
-        samples.append(
-            Sample(
-                item.name,
-                path,
-                item.technique,
-                expects_detection=True,
-                loader=item.loader,
-                marker=payload.marker,
-                loader_runs_payload=item.loader_runs_payload,
-            )
-        )
-    return samples
+    return write_recipes(CONTAINERS, outdir, markers)

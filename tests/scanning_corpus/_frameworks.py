@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.scanning_corpus._benign import _breast_cancer, _pipeline
-from tests.scanning_corpus._sample import Payload, Sample
+from tests.scanning_corpus._sample import Payload, Recipe, Sample, write_recipes
 
 __all__ = [
     "FRAMEWORK_BENIGN",
@@ -231,29 +231,20 @@ def _onnx_traversal(_p: Payload) -> bytes:
     return model.SerializeToString()
 
 
-@dataclass(frozen=True)
-class FrameworkMalicious:
-    name: str
-    technique: str
-    build: Callable[[Payload], bytes]
-    loader: str
-    loader_runs_payload: bool = True
-
-
 FRAMEWORK_MALICIOUS = (
-    FrameworkMalicious(
+    Recipe(
         "cve_2024_3660_keras_lambda.keras",
         "D Keras 3 Sequential with a Lambda layer whose bytecode runs on load (safe_mode=False)",
         _keras_lambda,
         "keras",
     ),
-    FrameworkMalicious(
+    Recipe(
         "keras_lambda_in_sequential_in_functional.keras",
         "D.34 Lambda inside a Sequential inside a Functional model",
         _keras_nested_lambda,
         "keras",
     ),
-    FrameworkMalicious(
+    Recipe(
         "cve_2024_27318_onnx_external_data_traversal.onnx",
         "D ONNX initializer with external data location '../onnx_outside.bin'; onnx 1.23 and"
         " onnxruntime 1.32 refuse the path, older versions read the outside file",
@@ -266,20 +257,4 @@ FRAMEWORK_MALICIOUS = (
 
 def write_framework_malicious(outdir: Path, markers: Path) -> list[Sample]:
     (outdir.parent / ONNX_OUTSIDE).write_bytes(ONNX_OUTSIDE_BYTES)
-    samples = []
-    for item in FRAMEWORK_MALICIOUS:
-        path = outdir / item.name
-        payload = Payload(markers / item.name)
-        path.write_bytes(item.build(payload))
-        samples.append(
-            Sample(
-                item.name,
-                path,
-                item.technique,
-                expects_detection=True,
-                loader=item.loader,
-                marker=payload.marker,
-                loader_runs_payload=item.loader_runs_payload,
-            )
-        )
-    return samples
+    return write_recipes(FRAMEWORK_MALICIOUS, outdir, markers)

@@ -14,11 +14,10 @@ import pickle
 import struct
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from tests.scanning_corpus._pickle_asm import Build, Call, Global, New, Raw, Seq, assemble, emit
-from tests.scanning_corpus._sample import Payload, Reduce, Sample
+from tests.scanning_corpus._sample import Payload, Recipe, Reduce, Sample, write_recipes
 
 __all__ = ["write_opcode_samples"]
 
@@ -175,111 +174,103 @@ def _newobj_ex(p: Payload) -> bytes:
     return assemble(Call(New(Global("functools", "partial"), run, {"check": True})))
 
 
-@dataclass(frozen=True)
-class Trick:
-    name: str
-    technique: str
-    build: Callable[[Payload], bytes]
-    loader: str = "pickle"
-
-
 TRICKS = (
     *(
-        Trick(
+        Recipe(
             f"os_system_reduce_p{proto}.pkl",
             f"A.1 os.system (posix.system) through REDUCE, written by pickle protocol {proto}",
             _protocol(proto),
         )
         for proto in range(6)
     ),
-    Trick(
+    Recipe(
         "memo_assembled_stack_global.pkl",
         "A.11 STACK_GLOBAL operands fetched from the memo (BINPUT, MEMOIZE, BINGET)",
         _memo_assembled,
     ),
-    Trick(
+    Recipe(
         "rot13_computed_stack_global.pkl",
         "A.11 STACK_GLOBAL operands computed by codecs.decode(rot13) and memoized",
         _rot13_names,
     ),
-    Trick(
+    Recipe(
         "picklescan_issue14_memo_index_confusion.pkl",
         "A.12 MEMOIZE after BINPUT overwrites a memo slot (picklescan issue #14)",
         _memo_index_confusion,
     ),
-    Trick(
+    Recipe(
         "memo_keyerror_after_payload.pkl",
         "A.12/A.18 GET of a never-written memo slot, after the payload",
         _memo_keyerror,
     ),
-    Trick(
+    Recipe(
         "memo_type_confusion_stack_global.pkl",
         "A.12/A.18 a non-string memo value fed to STACK_GLOBAL, after the payload",
         _memo_type_confusion,
     ),
-    Trick(
+    Recipe(
         "ghsa_9gvj_stack_global_first_opcodes.pkl",
         "A.13 STACK_GLOBAL operands are the first opcodes, no PROTO (picklescan GHSA-9gvj)",
         _stack_global_first,
     ),
-    Trick(
+    Recipe(
         "copyreg_extension_registry_ext1.pkl",
         "A.14 copyreg.add_extension, then EXT1 resolves os.system with no GLOBAL",
         _extension_registry,
     ),
-    Trick(
+    Recipe(
         "ghsa_mxhj_obj_then_pop.pkl",
         "OBJ calls os.system and POP discards the result (fickling GHSA-mxhj)",
         _obj_pop,
     ),
-    Trick(
+    Recipe(
         "inst_subprocess_check_call_p0.pkl",
         "INST (protocol 0) instantiates subprocess.check_call",
         _inst,
     ),
-    Trick(
+    Recipe(
         "obj_subprocess_popen.pkl",
         "OBJ instantiates the subprocess.Popen class (asynchronous child)",
         _obj_class,
     ),
-    Trick(
+    Recipe(
         "newobj_functools_partial.pkl",
         "NEWOBJ builds functools.partial(os.system, cmd); REDUCE calls it",
         _newobj,
     ),
-    Trick(
+    Recipe(
         "newobj_ex_functools_partial_kwargs.pkl",
         "NEWOBJ_EX builds functools.partial(subprocess.run, argv, check=True); REDUCE calls it",
         _newobj_ex,
     ),
-    Trick(
+    Recipe(
         "build_setstate_instance_attribute.pkl",
         "BUILD puts __setstate__ = os.system on an instance; a second BUILD calls it",
         _build_setstate,
     ),
-    Trick(
+    Recipe(
         "nullifai_broken_stream_after_payload.pkl",
         "B.19 an invalid opcode after the payload, no STOP (nullifAI)",
         _broken_after_payload,
     ),
-    Trick(
+    Recipe(
         "cpython_frame_desync_binunicode.pkl",
         "B.20 a FRAME shorter than the BINUNICODE inside it hides the payload from pickletools",
         _frame_desync,
     ),
-    Trick(
+    Recipe(
         "polyglot_pickle_then_zip.pkl",
         "B.21 a malicious pickle followed by a complete benign zip archive",
         _polyglot_zip,
     ),
-    Trick(
+    Recipe(
         "concatenated_streams_benign_first.pkl",
         "two pickle streams, benign first, malicious second (read by a pickle.load loop)",
         _concatenated,
         "pickle-stream",
     ),
     *(
-        Trick(
+        Recipe(
             f"cve_2025_10155_plain_pickle{ext}",
             f"C.24 a plain pickle named {ext}, which torch.load runs (CVE-2025-10155)",
             _plain,
@@ -288,7 +279,7 @@ TRICKS = (
         for ext in (".bin", ".pt")
     ),
     *(
-        Trick(
+        Recipe(
             f"cve_2025_1889_plain_pickle{ext or '_no_extension'}",
             f"C.25 a plain pickle named {ext or 'with no extension'} (CVE-2025-1889)",
             _plain,
@@ -299,12 +290,4 @@ TRICKS = (
 
 
 def write_opcode_samples(outdir: Path, markers: Path) -> list[Sample]:
-    samples = []
-    for trick in TRICKS:
-        path = outdir / trick.name
-        payload = Payload(markers / trick.name)
-        path.write_bytes(trick.build(payload))
-        samples.append(
-            Sample(trick.name, path, trick.technique, True, trick.loader, payload.marker)
-        )
-    return samples
+    return write_recipes(TRICKS, outdir, markers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +94,35 @@ class Reduce:
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return self.func, self.args
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How to write one malicious sample: ``build`` turns a payload into file bytes."""
+
+    name: str
+    technique: str
+    build: Callable[[Payload], bytes]
+    loader: str = "pickle"
+    loader_runs_payload: bool = True
+
+
+def write_recipes(recipes: Iterable[Recipe], outdir: Path, markers: Path) -> list[Sample]:
+    """Write each recipe's file into ``outdir``; its payload's marker goes under ``markers``."""
+    samples = []
+    for recipe in recipes:
+        path = outdir / recipe.name
+        payload = Payload(markers / recipe.name)
+        path.write_bytes(recipe.build(payload))
+        samples.append(
+            Sample(
+                recipe.name,
+                path,
+                recipe.technique,
+                expects_detection=True,
+                loader=recipe.loader,
+                marker=payload.marker,
+                loader_runs_payload=recipe.loader_runs_payload,
+            )
+        )
+    return samples

@@ -128,7 +128,7 @@ def _authenticate(
         leaf_key = leaf_public_key(bundle.certificates[0], source=source)
         if not _key_signed(leaf_key, bundle, message):
             raise VerificationError(f"{source}: the signature does not match its certificate")
-        statement = _statement(bundle)
+        statement = Statement.from_payload(bundle.payload)
         signed_at = _check_time(statement, at, source)
         failures = []
         for authority in policy.authorities:
@@ -161,7 +161,7 @@ def _authenticate(
     for trusted in candidates:
         if _key_signed(trusted.key, bundle, message):
             _check_algorithm(policy, trusted.key, source)
-            statement = _statement(bundle)
+            statement = Statement.from_payload(bundle.payload)
             _check_time(statement, at, source)
             signer = Signer(
                 trusted.name,
@@ -176,10 +176,6 @@ def _authenticate(
     if not candidates:
         raise VerificationError(f"{source}: signed by a key the trust policy does not name")
     raise VerificationError(f"{source}: the signature is not valid for the trusted key")
-
-
-def _statement(bundle: Bundle) -> Statement:
-    return Statement.from_payload(bundle.payload)
 
 
 def _check_algorithm(policy: TrustPolicy, key: PublicKey, source: str) -> None:
