@@ -45,10 +45,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MIB = 1 << 20
-GB = 10**9
-CHUNK = 1 * MIB
+from _bench import (
+    CHUNK,
+    GB,
+    MIB,
+    REPO,
+    BenchError,
+    add_common_options,
+    human_bytes,
+    log,
+    parse_common,
+)
+
 #: fickling 0.1.12 imports typing_extensions without declaring it; modelscan 0.8.8 reads
 #: .npy files with numpy.lib.format._check_version, which numpy 2 no longer has.
 ANCHOR_PACKAGES = (
@@ -120,22 +128,6 @@ cpu = usage.ru_utime + usage.ru_stime
 code = os.waitstatus_to_exitcode(status)
 print(json.dumps([seconds, cpu, usage.ru_maxrss * 1024, floor * 1024, code, bool(expired)]))
 """
-
-
-class BenchError(Exception):
-    """A step of the benchmark failed; the message says which and why."""
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if n == int(n) else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def output_of(*argv: str | Path, cwd: Path | None = None) -> str | None:
@@ -703,25 +695,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark bastion scan against modelscan, picklescan and fickling."
     )
-    parser.add_argument("--runs", type=int, help="timed runs per input (default 3; --quick: 1)")
-    parser.add_argument(
-        "--quick", action="store_true", help="32 MiB, 2,000 tensors, 1,000,000 ints: a smoke check"
-    )
+    add_common_options(parser, default_runs=3, quick_help="32 MiB, 2,000 tensors, 1,000,000 ints")
     parser.add_argument(
         "--timeout", type=float, default=180, help="seconds per scan of an input (default 180)"
     )
     parser.add_argument(
         "--verbose", action="store_true", help="also print every corpus file's verdicts"
     )
-    parser.add_argument(
-        "--scratch", type=Path, default=REPO / ".bench", help="data folder (default .bench/)"
-    )
-    args = parser.parse_args(argv)
-    if args.runs is None:
-        args.runs = 1 if args.quick else 3
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    return args
+    return parse_common(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,10 +42,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MIB = 1 << 20
-GB = 10**9
-CHUNK = 1 * MIB  # read and write size when building and warming the models
+from _bench import (
+    CHUNK,
+    GB,
+    MIB,
+    BenchError,
+    add_common_options,
+    human_bytes,
+    log,
+    parse_common,
+)
+
 SETTLE_SECONDS = 2.5  # the digest cache ignores files changed in the last 2 seconds
 REFERENCE_PACKAGES = ("model-signing==1.1.1", "pyopenssl")
 INSTALL_B3SUM = "apt-get install b3sum"
@@ -79,22 +86,6 @@ COMPANION_FILES = {
     "tokenizer.json": b'{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}}}\n' * 4000,
     "README.md": b"# Bench model\n\nRandom weights for benchmarking Bastion.\n",
 }
-
-
-class BenchError(Exception):
-    """A step of the benchmark failed; the message says which and why."""
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if n == int(n) else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 # --- the models ----------------------------------------------------------------
@@ -848,19 +839,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark Bastion's sign/verify against model_signing and the hardware."
     )
-    parser.add_argument("--runs", type=int, help="timed runs per case (default 5; --quick: 1)")
-    parser.add_argument(
-        "--quick", action="store_true", help="4 x 64 MiB and 1,000 small files: a smoke check"
-    )
-    parser.add_argument(
-        "--scratch", type=Path, default=REPO / ".bench", help="data folder (default .bench/)"
-    )
-    args = parser.parse_args(argv)
-    if args.runs is None:
-        args.runs = 1 if args.quick else 5
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    return args
+    add_common_options(parser, default_runs=5, quick_help="4 x 64 MiB and 1,000 small files")
+    return parse_common(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
