@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench venv clean
+.PHONY: test lint bench serve venv clean
 
 venv: $(STAMP)
 
@@ -19,12 +19,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
+# PostgreSQL and Redis: the running ones, or throwaway servers (scripts/with-test-services).
 test: lint
-	$(BIN)/pytest
+	scripts/with-test-services $(BIN)/pytest
+
+# The hub on https://127.0.0.1:8443 with its data in .bastion/ (SQLite, local blob store,
+# self-signed TLS). The first start prints the admin token once and the CA fingerprint.
+serve: $(STAMP)
+	$(BIN)/bastion serve --data-dir .bastion
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/signing.py
 	$(BIN)/python benchmarks/scanning.py
+	$(BIN)/python benchmarks/hub.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

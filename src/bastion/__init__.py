@@ -11,21 +11,33 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import (
+    AuthenticationError,
     BastionError,
     BundleFormatError,
     CertificateFormatError,
+    ConflictError,
+    HubUnavailableError,
     InputError,
+    IntegrityError,
     InternalError,
     KeyFormatError,
+    KeyringError,
     ModelTreeError,
+    NotFoundError,
     PassphraseError,
     PathNotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    QuarantinedError,
+    StorageFullError,
     TrustPolicyError,
     UsageError,
     VerificationError,
+    VersionYankedError,
 )
 
 if TYPE_CHECKING:
+    from bastion.client import Client
     from bastion.scanning import Finding, ScanReport, Severity, scan
     from bastion.signing import (
         DigestCache,
@@ -43,6 +55,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Client": "bastion.client",
     "Finding": "bastion.scanning",
     "ScanReport": "bastion.scanning",
     "Severity": "bastion.scanning",
@@ -60,27 +73,39 @@ _LAZY = {
 }
 
 __all__ = [
+    "AuthenticationError",
     "BastionError",
     "BundleFormatError",
     "CertificateFormatError",
+    "Client",
+    "ConflictError",
     "DigestCache",
     "Finding",
+    "HubUnavailableError",
     "InputError",
+    "IntegrityError",
     "InternalError",
     "KeyFormatError",
+    "KeyringError",
     "ModelTreeError",
+    "NotFoundError",
     "PassphraseError",
     "PathNotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PrivateKey",
     "PublicKey",
+    "QuarantinedError",
     "ScanReport",
     "Severity",
     "SignResult",
+    "StorageFullError",
     "TrustPolicy",
     "TrustPolicyError",
     "UsageError",
     "VerificationError",
     "VerificationResult",
+    "VersionYankedError",
     "__version__",
     "digest",
     "generate_key",

@@ -17,12 +17,24 @@ exceptions never escape a public function: they are wrapped with
     │   ├── CertificateFormatError    exit 2  certificate_invalid
     │   ├── BundleFormatError         exit 2  bundle_invalid     corrupt or truncated signature
     │   ├── TrustPolicyError          exit 2  trust_policy_invalid
-    │   └── ModelTreeError            exit 2  model_tree_invalid symlink, special file, bad name
+    │   ├── ModelTreeError            exit 2  model_tree_invalid symlink, special file, bad name
+    │   ├── KeyringError              exit 2  keyring_invalid    key-encryption keyring unusable
+    │   ├── NotFoundError             exit 2  not_found          no such namespace, model, version
+    │   ├── ConflictError             exit 2  conflict           exists already, or changed meanwhile
+    │   ├── PayloadTooLargeError      exit 2  payload_too_large  over the configured size limit
+    │   └── VersionYankedError        exit 2  version_yanked     withdrawn; pull needs allow_yanked
     ├── VerificationError             exit 1  verification_failed
+    │   └── QuarantinedError          exit 1  version_quarantined failed admission, never served
+    ├── IntegrityError                exit 1  integrity_failed   stored data or audit log tampered
+    ├── AuthenticationError           exit 4  unauthenticated    no, unknown, expired or revoked key
+    ├── PermissionDeniedError         exit 4  forbidden          authenticated, but not allowed
+    ├── HubUnavailableError           exit 5  hub_unavailable    hub unreachable or out of service
+    ├── StorageFullError              exit 5  storage_full       the hub's disk is full
     └── InternalError                 exit 3  internal
 
 The exit codes are those of the command line (``docs/cli.md``): 0 success,
-1 verification failed or unsafe, 2 usage or bad input, 3 internal error.
+1 verification failed, unsafe or tampered, 2 usage or bad input, 3 internal error,
+4 refused by the hub (authentication or permission), 5 hub unreachable or out of service.
 """
 
 from __future__ import annotations
@@ -34,17 +46,28 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BastionError",
+    "AuthenticationError",
     "BundleFormatError",
     "CertificateFormatError",
+    "ConflictError",
+    "HubUnavailableError",
     "InputError",
+    "IntegrityError",
     "InternalError",
     "KeyFormatError",
+    "KeyringError",
     "ModelTreeError",
+    "NotFoundError",
     "PassphraseError",
     "PathNotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "QuarantinedError",
+    "StorageFullError",
     "TrustPolicyError",
     "UsageError",
     "VerificationError",
+    "VersionYankedError",
 ]
 
 
@@ -119,6 +142,36 @@ class ModelTreeError(InputError):
     code = "model_tree_invalid"
 
 
+class KeyringError(InputError):
+    """A key-encryption keyring is missing, unreadable, too widely readable, or lacks a key."""
+
+    code = "keyring_invalid"
+
+
+class NotFoundError(InputError):
+    """A namespace, model, version, alias, upload or key that does not exist."""
+
+    code = "not_found"
+
+
+class ConflictError(InputError):
+    """The request conflicts with what exists: a version pushed twice, a racing commit."""
+
+    code = "conflict"
+
+
+class PayloadTooLargeError(InputError):
+    """An upload or request body over the configured size limit."""
+
+    code = "payload_too_large"
+
+
+class VersionYankedError(InputError):
+    """A yanked version was asked for without explicitly allowing yanked versions."""
+
+    code = "version_yanked"
+
+
 class VerificationError(BastionError):
     """A model or a signature did not verify.
 
@@ -138,6 +191,47 @@ class VerificationError(BastionError):
         if self.result is not None:
             body["result"] = self.result.to_dict()
         return body
+
+
+class QuarantinedError(VerificationError):
+    """A model version failed admission (digests, signature or scan) and is kept in quarantine."""
+
+    code = "version_quarantined"
+
+
+class IntegrityError(BastionError):
+    """Stored data or the audit log failed an integrity check: something was tampered with."""
+
+    code = "integrity_failed"
+    exit_code = 1
+
+
+class AuthenticationError(BastionError):
+    """No credential, or one that is unknown, expired or revoked."""
+
+    code = "unauthenticated"
+    exit_code = 4
+
+
+class PermissionDeniedError(BastionError):
+    """The caller is authenticated but not allowed to do this."""
+
+    code = "forbidden"
+    exit_code = 4
+
+
+class HubUnavailableError(BastionError):
+    """The hub cannot be reached, or answered that it is out of service."""
+
+    code = "hub_unavailable"
+    exit_code = 5
+
+
+class StorageFullError(BastionError):
+    """The hub ran out of disk space; nothing partial was kept."""
+
+    code = "storage_full"
+    exit_code = 5
 
 
 class InternalError(BastionError):

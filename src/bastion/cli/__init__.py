@@ -29,6 +29,16 @@ COMMANDS = {
     "trust": "trust",
     "scan": "scan",
     "convert": "convert",
+    "serve": "serve",
+    "login": "login",
+    "namespace": "namespace",
+    "push": "push",
+    "pull": "pull",
+    "models": "catalog",
+    "alias": "curate",
+    "keys": "keys",
+    "tokens": "tokens",
+    "audit": "audit",
 }
 
 EXIT_INTERRUPTED = 130
@@ -44,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS.values():
+    for module in dict.fromkeys(COMMANDS.values()):
         importlib.import_module(f"bastion.cli.{module}").add_parser(sub)
     return parser
 

@@ -121,8 +121,13 @@ class TrustPolicy:
 
     @classmethod
     def from_toml(
-        cls, text: str, *, base_dir: str | os.PathLike[str] = ".", source: str = "trust policy"
+        cls,
+        text: str,
+        *,
+        base_dir: str | os.PathLike[str] | None = ".",
+        source: str = "trust policy",
     ) -> TrustPolicy:
+        """Parse a policy; with ``base_dir=None`` keys must be inline (no file is read)."""
         try:
             doc = tomllib.loads(text)
         except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
@@ -130,7 +135,7 @@ class TrustPolicy:
         _only(doc, {"version", "threshold", "algorithms", "keys", "certificates"}, source)
         if doc.get("version") != POLICY_VERSION:
             raise TrustPolicyError(f"{source} must say version = {POLICY_VERSION}")
-        base = Path(base_dir)
+        base = None if base_dir is None else Path(base_dir)
         keys = tuple(
             _read_key(entry, base, f"{source} [[keys]] #{i + 1}")
             for i, entry in enumerate(_tables(doc.get("keys", []), "keys", source))
@@ -209,7 +214,7 @@ def _name(entry: Mapping[str, Any], where: str) -> str:
 
 
 def _inline_or_file(
-    entry: Mapping[str, Any], inline: str, path_key: str, base: Path, where: str
+    entry: Mapping[str, Any], inline: str, path_key: str, base: Path | None, where: str
 ) -> tuple[bytes, str]:
     has_inline, has_path = inline in entry, path_key in entry
     if has_inline == has_path:
@@ -220,6 +225,8 @@ def _inline_or_file(
             raise TrustPolicyError(f"{where}: {inline} must be a PEM string")
         return value.encode(), f"{where} {inline}"
     value = entry[path_key]
+    if base is None:
+        raise TrustPolicyError(f"{where}: give {inline} inline here; {path_key} is not read")
     if not isinstance(value, str):
         raise TrustPolicyError(f"{where}: {path_key} must be a string")
     file = base / value
@@ -230,7 +237,7 @@ def _inline_or_file(
         raise TrustPolicyError(f"{where}: cannot read {path_key}: {exc.message}") from exc
 
 
-def _read_key(entry: Mapping[str, Any], base: Path, where: str) -> TrustedKey:
+def _read_key(entry: Mapping[str, Any], base: Path | None, where: str) -> TrustedKey:
     _only(entry, {"name", "public_key", "path"}, where)
     name = _name(entry, where)
     data, source = _inline_or_file(entry, "public_key", "path", base, where)
@@ -240,7 +247,7 @@ def _read_key(entry: Mapping[str, Any], base: Path, where: str) -> TrustedKey:
         raise TrustPolicyError(f"{where}: {exc.message}") from exc
 
 
-def _read_authority(entry: Mapping[str, Any], base: Path, where: str) -> TrustedAuthority:
+def _read_authority(entry: Mapping[str, Any], base: Path | None, where: str) -> TrustedAuthority:
     _only(entry, {"name", "roots", "roots_path", "identities"}, where)
     name = _name(entry, where)
     data, source = _inline_or_file(entry, "roots", "roots_path", base, where)

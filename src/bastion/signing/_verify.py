@@ -33,7 +33,7 @@ from bastion.signing._sign import default_signature_path, relative_inside
 from bastion.signing._tree import SINGLE_FILE_NAME, walk_model
 from bastion.signing._trust import TrustPolicy
 
-__all__ = ["verify"]
+__all__ = ["read_signature", "signed_files", "verify", "verify_digests"]
 
 #: How far in the future a recorded signing time may lie (clock skew).
 CLOCK_SKEW = timedelta(minutes=5)
@@ -86,6 +86,70 @@ def verify(
             result=result,
         )
     return result
+
+
+def read_signature(
+    signature: bytes,
+    *,
+    trust: TrustPolicy,
+    now: datetime | None = None,
+    source: str = "the signature",
+) -> tuple[Signer, Statement]:
+    """Authenticate a bundle's bytes against ``trust``, then parse the statement it signs.
+
+    Raises :class:`BundleFormatError` for a malformed bundle and
+    :class:`VerificationError` for one that is not trusted.
+    """
+    return _authenticate(Bundle.from_json(signature), trust, source, now or datetime.now(UTC))
+
+
+def signed_files(statement: Statement) -> list[str]:
+    """The file names a statement covers, in manifest order, each once."""
+    method = statement.serialization.method
+    return list(dict.fromkeys(file_of(r.name, method)[0] for r in statement.resources))
+
+
+def verify_digests(
+    signature: bytes,
+    resources: Sequence[Resource],
+    *,
+    trust: TrustPolicy,
+    now: datetime | None = None,
+    source: str = "the signature",
+) -> tuple[VerificationResult, Statement]:
+    """Verify ``signature`` (a bundle's bytes) for files hashed elsewhere, e.g. while uploaded.
+
+    ``resources`` are the digests computed from the files (with
+    :class:`StreamDigester`, in the bundle's own serialization). The bundle is
+    authenticated against ``trust`` before anything it covers is read. Raises
+    :class:`VerificationError` on any failure; the result says which files differ.
+    """
+    at = now or datetime.now(UTC)
+    bundle = Bundle.from_json(signature)
+    signer, statement = _authenticate(bundle, trust, source, at)
+    if trust.threshold > 1:
+        raise VerificationError(
+            f"the trust policy needs {trust.threshold} distinct signers; one signature was given"
+        )
+    ser = statement.serialization
+    local = list(resources)
+    if ser.method == "shards" and statement.extension_version is None:
+        local = [r for r in local if not r.name.endswith(":0:0")]
+    diff = ManifestDiff.compare(statement.resources, local, ser.method)
+    result = VerificationResult(
+        model="(uploaded files)",
+        root_digest=statement.root_digest,
+        serialization=ser.to_dict(),
+        files=len({file_of(r.name, ser.method)[0] for r in local}),
+        signers=(signer,),
+        modified=diff.modified,
+        added=diff.added,
+        removed=diff.removed,
+        notes=(DIFFERENT_MODEL,) if not diff.ok and diff.matching == 0 else (),
+    )
+    if not result.ok:
+        raise VerificationError(_describe_mismatch(result, source), result=result)
+    return result, statement
 
 
 def _policy(

@@ -1,0 +1,204 @@
+"""ASGI middleware: request ids, JSON body limits, and the audit record of every request.
+
+Every state-changing request and every pull is recorded in the audit log after
+it completes, allowed or denied, with who, what, which resource, from where,
+the outcome and the request id. Reads that change nothing are recorded only
+when refused (401, 403): a refused pull is refused at its first read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import secrets
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.api._services import Services
+
+__all__ = ["AuditMiddleware", "BodyLimitMiddleware"]
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+_UPLOAD_PUT = re.compile(r"/api/v1/uploads/[^/]+/files/")
+#: GET routes recorded although they change nothing: pulls and audit exports.
+AUDITED_READS = frozenset({"version.pull", "audit.export"})
+#: What the audit log refuses in its text fields: control, bidirectional and surrogate characters.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``limit`` bytes, except streamed uploads (bounded per file)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            scope["method"] == "PUT" and _UPLOAD_PUT.match(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(send, self.limit)
+            return
+        seen = 0
+        over = started = False
+
+        async def counting() -> Message:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def sending(message: Message) -> None:
+            # Once the body is over the limit, the app's answer (FastAPI turns the
+            # interrupted read into "cannot parse the body") is replaced by a 413.
+            nonlocal started
+            if not over:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, counting, sending)
+        if over and not started:
+            scope.setdefault("state", {})["error_code"] = "payload_too_large"
+            await _too_large(send, self.limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps(
+        {
+            "type": "urn:bastion:problem:payload_too_large",
+            "title": "Content too large",
+            "status": 413,
+            "detail": f"the request body is larger than {limit} bytes",
+            "code": "payload_too_large",
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class AuditMiddleware:
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status: int | None = None
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            action = getattr(route, "name", None) or "request.unmatched"
+            if (
+                scope["method"] not in ("GET", "HEAD", "OPTIONS")
+                or action in AUDITED_READS
+                or status in (401, 403)
+            ):
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._record, scope, action, status, request_id)
+
+    def _record(self, scope: Scope, action: str, status: int | None, request_id: str) -> None:
+        state: dict[str, Any] = scope.get("state", {})
+        principal = state.get("principal")
+        outcome = (
+            "allowed"
+            if status is not None and status < 400
+            else "denied"
+            if status in (401, 403)
+            else "failed"
+        )
+        details: dict[str, Any] = {"method": scope["method"], "status": status}
+        if state.get("error_code"):
+            details["error"] = state["error_code"]
+        details.update(
+            {
+                k: _printable(v) if isinstance(v, str) else v
+                for k, v in state.get("audit_details", {}).items()
+            }
+        )
+        client = scope.get("client")
+        try:
+            self.services.audit.record(
+                actor=principal.actor if principal is not None else "anonymous",
+                action=action,
+                resource=_printable(state.get("audit_resource") or _resource(scope))[:512],
+                outcome=outcome,
+                source=client[0] if client else "unknown",
+                request_id=request_id,
+                details=details,
+            )
+        except Exception:
+            log.exception("could not write the audit entry for request %s", request_id)
+            raise
+
+
+def _printable(text: str) -> str:
+    """Caller-supplied text (names, paths) with unprintable characters escaped as ``\\uXXXX``."""
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _resource(scope: Scope) -> str:
+    params: dict[str, Any] = scope.get("path_params", {})
+    ns, model = params.get("namespace"), params.get("model")
+    if ns and model:
+        name = f"{ns}/{model}"
+        if params.get("version"):
+            name += f"@{params['version']}"
+        elif params.get("alias"):
+            name += f":{params['alias']}"
+        return name[:512]
+    for key in ("namespace", "upload_id", "key_id"):
+        if params.get(key):
+            return f"{key.removesuffix('_id')}:{params[key]}"[:512]
+    return str(scope.get("path", ""))[:512]

@@ -1,0 +1,228 @@
+"""``bastion audit verify|export``: check the hub's tamper-evident log, or copy it out.
+
+``verify`` reads every entry and checkpoint from the hub (or from exported
+files), checks the hash chain, the signed checkpoints and the Merkle roots,
+and compares with the checkpoint this client witnessed last time (kept under
+``$XDG_CONFIG_HOME/bastion/witness/``), so a log rolled back is caught too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from bastion.cli._hub import add_hub_options, open_client
+from bastion.cli._output import add_json_flag, emit, note
+
+if TYPE_CHECKING:
+    from bastion.audit import AuditEntry, SignedCheckpoint
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("audit", help="verify or export the hub's audit log")
+    actions = p.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        help="detect modified, deleted, inserted or reordered entries and a rolled-back log",
+        description="Exit 0: intact; 1: tampering found (each problem is listed).",
+    )
+    verify.add_argument("--entries", help="verify an exported file of entries instead of the hub")
+    verify.add_argument("--checkpoints", help="with --entries: the exported checkpoints")
+    verify.add_argument("--public-key", help="with --entries: the hub's audit public key (PEM)")
+    verify.add_argument(
+        "--no-witness", action="store_true", help="do not compare with or update the witness"
+    )
+    export = actions.add_parser("export", help="print the entries as JSON lines on stdout")
+    export.add_argument("--since", help="only entries at or after this date/time (ISO 8601)")
+    export.add_argument(
+        "--checkpoints-out", help="also write the signed checkpoints (JSON lines) to this file"
+    )
+    for q in (verify, export):
+        add_hub_options(q)
+        add_json_flag(q)
+        q.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.audit_action == "export":
+        return _export(args)
+    return _verify(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bastion.errors import UsageError
+
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since)
+        except ValueError as exc:
+            raise UsageError(f"--since {args.since!r} is not an ISO 8601 date or time") from exc
+    with open_client(args) as client:
+        # Checkpoints first: the entries fetched after them cover every checkpoint, so the
+        # two files verify together although the log grows while it is being exported.
+        checkpoints = client.audit_checkpoints() if args.checkpoints_out else []
+        lines = client.audit_lines(since=since)
+        if args.json:
+            print(json.dumps({"entries": [json.loads(line) for line in lines]}, indent=2))
+        else:
+            count = 0
+            for line in lines:
+                sys.stdout.write(line + "\n")
+                count += 1
+            note(f"exported {count} audit entries")
+    if args.checkpoints_out:
+        _write_text(args.checkpoints_out, "".join(c + "\n" for c in checkpoints))
+    return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    from bastion.errors import InputError
+
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {path!r}: {exc.strerror}") from exc
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from bastion._files import read_input
+    from bastion.audit import (
+        load_audit_public_key,
+        read_checkpoints,
+        read_entries,
+        verify_log,
+    )
+    from bastion.errors import UsageError
+
+    witness_file: Path | None = None
+    if args.entries or args.checkpoints or args.public_key:
+        if not (args.entries and args.checkpoints and args.public_key):
+            raise UsageError("--entries, --checkpoints and --public-key go together")
+        public_key = load_audit_public_key(read_input(args.public_key, "public key", limit=1 << 16))
+        with _open(args.checkpoints, "checkpoint export") as stream:
+            checkpoints = read_checkpoints(stream)
+        with _open(args.entries, "audit log export") as stream:
+            report = verify_log(read_entries(stream), checkpoints, public_key)
+        key_id = None
+    else:
+        with open_client(args) as client:
+            key = client.audit_key()
+            key_id = key["key_id"]
+            public_key = load_audit_public_key(key["public_key"].encode())
+            client.audit_checkpoint()
+            checkpoints = _stored_checkpoints(client.audit_checkpoints())
+            witnessed = None
+            if not args.no_witness:
+                witness_file = _witness_path(client.url)
+                witnessed = _load_witness(witness_file, key_id)
+            report = verify_log(
+                _stored_entries(client.audit_lines()), checkpoints, public_key, witnessed=witnessed
+            )
+    body: dict[str, Any] = report.to_dict()
+    if report.ok and witness_file is not None and checkpoints:
+        _save_witness(witness_file, key_id, checkpoints[-1].to_json())
+        body["witness"] = str(witness_file)
+    lines = [f"audit log {'intact' if report.ok else 'TAMPERED'}: " + _summary(body)]
+    lines += [f"  {p['kind']} at seq {p.get('seq')}: {p['message']}" for p in body["problems"]]
+    emit(args, body, "\n".join(lines))
+    return 0 if report.ok else 1
+
+
+def _summary(body: dict[str, Any]) -> str:
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in body.items() if isinstance(v, int)]
+    return ", ".join(parts)
+
+
+@contextmanager
+def _open(path: str, what: str) -> Iterator[BinaryIO]:
+    from bastion.errors import InputError, PathNotFoundError
+
+    try:
+        stream = Path(path).open("rb")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        raise PathNotFoundError(f"the {what} {path!r} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the {what} {path!r}: {exc.strerror}") from exc
+    with stream:
+        yield stream
+
+
+def _stored_entries(lines: Iterable[str]) -> Iterator[AuditEntry]:
+    """The hub's entries; one it cannot even parse was altered in its database (exit 1)."""
+    from bastion.audit import AuditEntry
+    from bastion.errors import InputError, IntegrityError
+
+    for position, line in enumerate(lines, 1):
+        try:
+            yield AuditEntry.from_json(line)
+        except InputError as exc:
+            raise IntegrityError(
+                f"audit entry {position} as stored by the hub cannot be read ({exc.message}): "
+                "the log was altered or corrupted; keep a copy of the database and investigate"
+            ) from exc
+
+
+def _stored_checkpoints(lines: Iterable[str]) -> list[SignedCheckpoint]:
+    from bastion.audit import SignedCheckpoint
+    from bastion.errors import InputError, IntegrityError
+
+    out = []
+    for number, line in enumerate(lines, 1):
+        try:
+            out.append(SignedCheckpoint.from_json(line))
+        except InputError as exc:
+            raise IntegrityError(
+                f"audit checkpoint #{number} as stored by the hub cannot be read ({exc.message}): "
+                "the log was altered or corrupted; keep a copy of the database and investigate"
+            ) from exc
+    return out
+
+
+def _witness_path(url: str) -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    name = hashlib.sha256(url.encode()).hexdigest()[:32]
+    return Path(base) / "bastion" / "witness" / f"{name}.json"
+
+
+def _load_witness(path: Path, key_id: str) -> SignedCheckpoint | None:
+    from bastion._files import read_input
+    from bastion.audit import SignedCheckpoint
+    from bastion.errors import InputError, IntegrityError
+
+    if not path.exists():
+        return None
+    try:
+        body = json.loads(read_input(path, "witness file", limit=1 << 16))
+        if not isinstance(body, dict) or not isinstance(body.get("checkpoint"), str):
+            raise ValueError("not a witness document")
+        witnessed = SignedCheckpoint.from_json(body["checkpoint"])
+    except (ValueError, InputError) as exc:
+        raise InputError(
+            f"the witness file {path} is corrupt; delete it and verify again (this forgets the "
+            "checkpoint witnessed last time)"
+        ) from exc
+    if body.get("key_id") != key_id:
+        raise IntegrityError(
+            "the hub's audit key changed since this client last verified its log "
+            f"({body.get('key_id')} -> {key_id}); if that was intended, verify with --no-witness "
+            f"and delete {path}"
+        )
+    return witnessed
+
+
+def _save_witness(path: Path, key_id: str | None, checkpoint: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key_id": key_id, "checkpoint": checkpoint}))
+    os.replace(tmp, path)

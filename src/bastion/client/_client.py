@@ -1,0 +1,211 @@
+"""``bastion.Client``: the hub from Python, the same operations as the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bastion.client._http import HubSession
+from bastion.client._login import resolve_login
+from bastion.client._transfer import Progress, pull, push
+from bastion.registry._names import check_alias, check_name, parse_ref
+from bastion.signing import PrivateKey, TrustPolicy
+
+__all__ = ["Client"]
+
+
+class Client:
+    """A client of one hub. ``url``, ``token`` and ``ca`` default to ``BASTION_URL``,
+    ``BASTION_TOKEN``, ``BASTION_CA``, then to what ``bastion login`` saved."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        ca: str | os.PathLike[str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        login = resolve_login(url, token, None if ca is None else os.fspath(ca))
+        self.url = login.url
+        self._session = HubSession(login, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    # who and where ------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._session.json("GET", "/api/v1/whoami")
+        return result
+
+    # namespaces ------------------------------------------------------------
+
+    def namespaces(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._session.json("GET", "/api/v1/namespaces")
+        return result
+
+    def create_namespace(self, name: str, trust: TrustPolicy) -> dict[str, Any]:
+        check_name(name, "namespace")
+        body = {"name": name, "trust_policy": trust.to_toml()}
+        result: dict[str, Any] = self._session.json("POST", "/api/v1/namespaces", json=body)
+        return result
+
+    def set_trust(self, name: str, trust: TrustPolicy) -> dict[str, Any]:
+        check_name(name, "namespace")
+        result: dict[str, Any] = self._session.json(
+            "PUT", f"/api/v1/namespaces/{name}/trust-policy", json={"trust_policy": trust.to_toml()}
+        )
+        return result
+
+    # models and versions -------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._session.json("GET", "/api/v1/models")
+        return result
+
+    def versions(self, model: str) -> list[dict[str, Any]]:
+        ref = parse_ref(model)
+        result: list[dict[str, Any]] = self._session.json(
+            "GET", f"/api/v1/models/{ref.namespace}/{ref.model}/versions"
+        )
+        return result
+
+    def show(self, ref: str) -> dict[str, Any]:
+        r = parse_ref(ref, need_version=True)
+        base = f"/api/v1/models/{r.namespace}/{r.model}"
+        path = f"{base}/versions/{r.version}" if r.version else f"{base}/aliases/{r.alias}"
+        result: dict[str, Any] = self._session.json("GET", path)
+        return result
+
+    def push(
+        self,
+        model: str | os.PathLike[str],
+        ref: str,
+        *,
+        key: PrivateKey | str | os.PathLike[str] | None = None,
+        passphrase: bytes | None = None,
+        signature: str | os.PathLike[str] | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Upload a signed model folder as ``namespace/model@version``.
+
+        Signs it first with ``key`` if given; otherwise uses ``signature`` or the
+        folder's ``model.sig``. Raises :class:`QuarantinedError` if the hub refuses it.
+        """
+        return push(
+            self._session,
+            Path(model),
+            parse_ref(ref, need_version=True, allow_alias=False),
+            key=key,
+            passphrase=passphrase,
+            signature=signature,
+            progress=progress,
+        )
+
+    def pull(
+        self,
+        ref: str,
+        dest: str | os.PathLike[str],
+        *,
+        allow_yanked: bool = False,
+        trust: TrustPolicy | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Download a version (``ns/model@version`` or ``ns/model:alias``) into ``dest``,
+        verified before the folder appears."""
+        return pull(
+            self._session,
+            parse_ref(ref, need_version=True),
+            Path(dest),
+            allow_yanked=allow_yanked,
+            trust=trust,
+            progress=progress,
+        )
+
+    def set_alias(self, model: str, alias: str, version: str) -> dict[str, Any]:
+        ref = parse_ref(model)
+        check_alias(alias)
+        result: dict[str, Any] = self._session.json(
+            "PUT",
+            f"/api/v1/models/{ref.namespace}/{ref.model}/aliases/{alias}",
+            json={"version": version},
+        )
+        return result
+
+    def yank(self, ref: str, reason: str) -> dict[str, Any]:
+        r = parse_ref(ref, need_version=True, allow_alias=False)
+        result: dict[str, Any] = self._session.json(
+            "POST",
+            f"/api/v1/models/{r.namespace}/{r.model}/versions/{r.version}/yank",
+            json={"reason": reason},
+        )
+        return result
+
+    # administration ---------------------------------------------------------------
+
+    def create_api_key(
+        self,
+        name: str,
+        roles: Sequence[tuple[str, str]],
+        *,
+        expires_in_days: int | None = 90,
+    ) -> dict[str, Any]:
+        body = {
+            "name": name,
+            "roles": [{"namespace": ns, "role": role} for ns, role in roles],
+            "expires_in_days": expires_in_days,
+        }
+        result: dict[str, Any] = self._session.json("POST", "/api/v1/api-keys", json=body)
+        return result
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._session.json("GET", "/api/v1/api-keys")
+        return result
+
+    def revoke_api_key(self, key_id: str) -> None:
+        self._session.request("DELETE", f"/api/v1/api-keys/{key_id}")
+
+    def rotate_kek(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._session.json("POST", "/api/v1/admin/kek/rotate")
+        return result
+
+    # audit --------------------------------------------------------------------------
+
+    def audit_lines(self, *, since: datetime | None = None, page: int = 1000) -> Iterator[str]:
+        """Every audit entry, oldest first, as the JSON lines the hub stores."""
+        after = 0
+        while True:
+            params: dict[str, Any] = {"after": after, "limit": page}
+            if since is not None:
+                params["since"] = since.isoformat()
+            text = self._session.request("GET", "/api/v1/audit/entries", params=params).text
+            lines = [line for line in text.splitlines() if line]
+            yield from lines
+            if len(lines) < page:
+                return
+            after = int(json.loads(lines[-1])["seq"])
+
+    def audit_checkpoints(self) -> list[str]:
+        text = self._session.request("GET", "/api/v1/audit/checkpoints").text
+        return [line for line in text.splitlines() if line]
+
+    def audit_key(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._session.json("GET", "/api/v1/audit/key")
+        return result
+
+    def audit_checkpoint(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._session.json("POST", "/api/v1/audit/checkpoints")
+        return result

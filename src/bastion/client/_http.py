@@ -1,0 +1,104 @@
+"""The SDK's HTTP session: TLS trust, the API key, and problem documents turned back into errors."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from bastion import errors
+from bastion.client._login import Login
+
+__all__ = ["HubSession"]
+
+_BY_CODE: dict[str, type[errors.BastionError]] = {
+    cls.code: cls
+    for name in errors.__all__
+    if isinstance(cls := getattr(errors, name), type)
+    and issubclass(cls, errors.BastionError)
+    and cls is not errors.BastionError
+}
+_TIMEOUT = httpx.Timeout(30.0, read=900.0)
+
+
+def _ssl_context(ca: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    code = body.get("code") if isinstance(body, dict) else None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    message = detail if isinstance(detail, str) else f"the hub answered HTTP {response.status_code}"
+    cls = _BY_CODE.get(code) if isinstance(code, str) else None
+    if cls is None:
+        cls = errors.HubUnavailableError if response.status_code >= 500 else errors.InputError
+    raise cls(message)
+
+
+class HubSession:
+    """One connection pool to one hub."""
+
+    def __init__(self, login: Login, *, transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"user-agent": "bastion-sdk"}
+        if login.token:
+            headers["authorization"] = f"Bearer {login.token}"
+        self.url = login.url
+        try:
+            verify: Any = _ssl_context(login.ca) if login.url.startswith("https://") else True
+        except (OSError, ssl.SSLError) as exc:
+            raise errors.InputError(f"cannot use the CA certificate {login.ca!r}: {exc}") from exc
+        self._http = httpx.Client(
+            base_url=login.url,
+            headers=headers,
+            verify=verify,
+            timeout=_TIMEOUT,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+        raise_for_problem(response)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise_for_problem(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> errors.BastionError:
+    reason = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        return errors.HubUnavailableError(
+            f"the hub at {url} presented a certificate this client does not trust; "
+            "pass its CA with --ca (bastion login) or BASTION_CA"
+        )
+    return errors.HubUnavailableError(f"cannot reach the hub at {url}: {reason}")

@@ -1,0 +1,199 @@
+"""Pushing a signed model folder to the hub, and pulling one back verified.
+
+A pull writes into a fresh folder beside the destination, hashes each file as
+it arrives, verifies the signature (against the namespace's trust policy from
+the hub, or the caller's own) and only then renames the folder into place. A
+failed pull leaves nothing behind. A failed push aborts its upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from bastion._files import read_input
+from bastion.client._http import HubSession
+from bastion.errors import BastionError, InputError, PathNotFoundError, UsageError
+from bastion.registry._names import ModelRef, check_file_path
+from bastion.signing import PrivateKey, StreamDigester, TrustPolicy, sign, verify_digests
+from bastion.signing._bundle import MAX_BUNDLE_BYTES, Bundle, Statement
+from bastion.signing._sign import default_signature_path
+from bastion.signing._verify import read_signature, signed_files
+
+__all__ = ["Progress", "pull", "push"]
+
+#: Called with (file name, bytes done, bytes in all) as a transfer advances.
+Progress = Callable[[str, int, int], None]
+_CHUNK = 1 << 20
+
+
+def _q(path: str) -> str:
+    return quote(path, safe="/")
+
+
+def push(
+    session: HubSession,
+    model: Path,
+    ref: ModelRef,
+    *,
+    key: PrivateKey | str | os.PathLike[str] | None = None,
+    passphrase: bytes | None = None,
+    signature: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    if ref.version is None:
+        raise UsageError(f"push names a version: {ref.name}@<version>")
+    if not model.is_dir():
+        raise PathNotFoundError(f"{os.fspath(model)!r} is not a folder; push a model folder")
+    if key is not None and signature is not None:
+        raise UsageError("give --sign-with or --signature, not both")
+    with tempfile.TemporaryDirectory(prefix="bastion-push-") as tmp:
+        if key is not None:
+            sig_path = Path(tmp) / "model.sig"
+            sign(model, key, passphrase=passphrase, signature_path=sig_path)
+        else:
+            sig_path = Path(signature) if signature is not None else default_signature_path(model)
+            if not sig_path.exists():
+                raise UsageError(
+                    f"{os.fspath(model)!r} has no signature ({sig_path.name}); sign it first "
+                    "or pass --sign-with KEY"
+                )
+        bundle = read_input(sig_path, "signature", limit=MAX_BUNDLE_BYTES)
+    statement = Statement.from_payload(Bundle.from_json(bundle).payload)
+    files = {}
+    for name in signed_files(statement):
+        path = model / check_file_path(name)
+        if path.is_symlink() or not path.is_file():
+            raise InputError(f"{name!r} is signed but is not a regular file in the model")
+        files[name] = path.stat().st_size
+    import base64
+
+    opened = session.json(
+        "POST",
+        f"/api/v1/models/{ref.namespace}/{ref.model}/versions",
+        json={
+            "version": ref.version,
+            "signature": base64.b64encode(bundle).decode(),
+            "files": files,
+        },
+    )
+    upload = opened["upload_id"]
+    committed = False
+    try:
+        for name, size in files.items():
+            session.request(
+                "PUT",
+                f"/api/v1/uploads/{upload}/files/{_q(name)}",
+                content=_read_chunks(model / name, name, size, progress),
+                headers={"content-length": str(size), "content-type": "application/octet-stream"},
+            )
+        committed = True  # a quarantined commit is final; nothing to abort
+        result: dict[str, Any] = session.json("POST", f"/api/v1/uploads/{upload}/commit")
+    except BaseException:
+        if not committed:
+            _abort(session, upload)
+        raise
+    return {**result, "ref": str(ref), "files": len(files), "bytes": sum(files.values())}
+
+
+def _abort(session: HubSession, upload: str) -> None:
+    # If this fails too, the hub drops the upload when it expires or restarts.
+    with contextlib.suppress(BastionError):
+        session.request("DELETE", f"/api/v1/uploads/{upload}")
+
+
+def _read_chunks(path: Path, name: str, size: int, progress: Progress | None) -> Iterator[bytes]:
+    done = 0
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            done += len(chunk)
+            if done > size:
+                raise InputError(f"{name!r} grew while it was being pushed")
+            if progress is not None:
+                progress(name, done, size)
+            yield chunk
+    if done != size:
+        raise InputError(f"{name!r} changed size while it was being pushed")
+
+
+def pull(
+    session: HubSession,
+    ref: ModelRef,
+    dest: Path,
+    *,
+    allow_yanked: bool = False,
+    trust: TrustPolicy | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    if dest.exists() or dest.is_symlink():
+        raise UsageError(f"{os.fspath(dest)!r} exists; pull into a new folder")
+    base = f"/api/v1/models/{ref.namespace}/{ref.model}"
+    where = f"{base}/versions/{ref.version}" if ref.version else f"{base}/aliases/{ref.alias}"
+    info = session.json("GET", where)
+    version = info["version"]
+    if trust is None:
+        ns = session.json("GET", f"/api/v1/namespaces/{ref.namespace}")
+        trust = TrustPolicy.from_toml(
+            ns["trust_policy"], base_dir=None, source=f"the trust policy of {ref.namespace}"
+        )
+    signature = info["signature"].encode()
+    _signer, statement = read_signature(signature, trust=trust)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pulling-", dir=dest.parent))
+    try:
+        resources = []
+        for entry in info["files"]:
+            name = check_file_path(entry["path"])
+            digester = StreamDigester(name, statement.serialization)
+            target = _create(tmp, name)
+            url = f"{base}/versions/{version}/files/{_q(name)}"
+            with (
+                os.fdopen(target, "wb") as out,
+                session.stream(
+                    "GET", url, params={"allow_yanked": str(allow_yanked).lower()}
+                ) as response,
+            ):
+                for chunk in response.iter_bytes(_CHUNK):
+                    digester.update(chunk)
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(name, digester.size, int(entry["size"]))
+            resources.extend(digester.resources())
+        result, _ = verify_digests(signature, resources, trust=trust)
+        sig_name = "model.sig"
+        if not (tmp / sig_name).exists():
+            (tmp / sig_name).write_bytes(signature)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {
+        "ref": f"{ref.namespace}/{ref.model}@{version}",
+        "path": os.fspath(dest),
+        "files": len(info["files"]),
+        "bytes": sum(int(f["size"]) for f in info["files"]),
+        "root_digest": result.root_digest,
+        "signers": [s.to_dict() for s in result.signers],
+        "yanked": info["yanked"],
+    }
+
+
+def _create(root: Path, name: str) -> int:
+    folder = root
+    parts = name.split("/")
+    for part in parts[:-1]:
+        folder = folder / part
+        folder.mkdir(mode=0o755, exist_ok=True)
+        if folder.is_symlink():
+            raise InputError(f"{name!r} would be written through a link")
+    return os.open(
+        folder / parts[-1],
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o644,
+    )

@@ -1,0 +1,132 @@
+"""Where encrypted artifacts live: a blob-store interface and its local-folder default.
+
+Blob ids are made by the hub (random hex), never taken from a request, so no
+caller-supplied name is ever joined to a path. A blob is written under
+``partial/`` and renamed into ``blobs/`` only when complete: a crash leaves
+only partial files, which :meth:`LocalBlobStore.sweep_partial` removes at start-up.
+An S3-compatible store implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from bastion.errors import InternalError, NotFoundError, StorageFullError
+
+__all__ = ["BlobStore", "BlobWriter", "LocalBlobStore", "new_blob_id"]
+
+_BLOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_blob_id() -> str:
+    return secrets.token_hex(16)
+
+
+def _check(blob_id: str) -> str:
+    if not _BLOB_ID.fullmatch(blob_id):
+        raise InternalError("a blob id must be 32 lower-case hex digits")
+    return blob_id
+
+
+class BlobWriter(Protocol):
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    def writer(self, blob_id: str) -> BlobWriter: ...
+    def open(self, blob_id: str) -> BinaryIO: ...
+    def delete(self, blob_id: str) -> None: ...
+    def exists(self, blob_id: str) -> bool: ...
+    def sweep_partial(self) -> int: ...
+
+
+def _disk_error(exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError("the hub's blob store is out of disk space; nothing was kept")
+    return InternalError(f"the blob store failed: {exc.strerror}")
+
+
+class _LocalWriter:
+    def __init__(self, partial: Path, final: Path) -> None:
+        self._partial = partial
+        self._final = final
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._open = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                n = self._file.write(view)
+                view = view[n:] if n else view
+        except OSError as exc:
+            self.abort()
+            raise _disk_error(exc) from exc
+
+    def commit(self) -> None:
+        try:
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._open = False
+            self._final.parent.mkdir(mode=0o700, exist_ok=True)
+            os.replace(self._partial, self._final)
+        except OSError as exc:
+            self.abort()
+            raise _disk_error(exc) from exc
+
+    def abort(self) -> None:
+        if self._open:
+            self._file.close()
+            self._open = False
+        self._partial.unlink(missing_ok=True)
+
+
+class LocalBlobStore:
+    """Blobs as files under ``root/blobs/<2 hex>/<id>``, mode 0600."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blobs = root / "blobs"
+        self._partial = root / "partial"
+        for folder in (root, self._blobs, self._partial):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, blob_id: str) -> Path:
+        _check(blob_id)
+        return self._blobs / blob_id[:2] / blob_id
+
+    def writer(self, blob_id: str) -> _LocalWriter:
+        final = self._path(blob_id)
+        try:
+            return _LocalWriter(self._partial / blob_id, final)
+        except OSError as exc:
+            raise _disk_error(exc) from exc
+
+    def open(self, blob_id: str) -> BinaryIO:
+        try:
+            return self._path(blob_id).open("rb")
+        except FileNotFoundError:
+            raise NotFoundError("the stored file is missing from the blob store") from None
+
+    def delete(self, blob_id: str) -> None:
+        self._path(blob_id).unlink(missing_ok=True)
+        (self._partial / _check(blob_id)).unlink(missing_ok=True)
+
+    def exists(self, blob_id: str) -> bool:
+        return self._path(blob_id).is_file()
+
+    def sweep_partial(self) -> int:
+        """Remove what interrupted writes left behind; the number of files removed."""
+        removed = 0
+        for entry in self._partial.iterdir():
+            entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
