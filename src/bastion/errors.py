@@ -20,7 +20,7 @@ exceptions never escape a public function: they are wrapped with
     │   ├── ModelTreeError            exit 2  model_tree_invalid symlink, special file, bad name
     │   ├── KeyringError              exit 2  keyring_invalid    key-encryption keyring unusable
     │   ├── NotFoundError             exit 2  not_found          no such namespace, model, version
-    │   ├── ConflictError             exit 2  conflict           exists already, or changed meanwhile
+    │   ├── ConflictError             exit 2  conflict           exists, or changed meanwhile
     │   ├── PayloadTooLargeError      exit 2  payload_too_large  over the configured size limit
     │   └── VersionYankedError        exit 2  version_yanked     withdrawn; pull needs allow_yanked
     ├── VerificationError             exit 1  verification_failed
@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from bastion.signing import VerificationResult
 
 __all__ = [
-    "BastionError",
     "AuthenticationError",
+    "BastionError",
     "BundleFormatError",
     "CertificateFormatError",
     "ConflictError",
