@@ -1,0 +1,295 @@
+"""Storage through the real hub: encryption at rest, tampering, key rotation, a full disk.
+
+Blobs are encrypted with a data key per file, wrapped by the keyring's current
+key-encryption key; rotation re-wraps those keys without touching a blob. A
+damaged blob fails the pull with nothing left behind, and a full disk answers
+HTTP 507 and keeps nothing partial.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+import bastion
+from bastion.client import Client
+from bastion.crypto import WrappedKey
+from bastion.db import FileRow
+from bastion.registry import LocalBlobStore
+from tests.integration.hub.conftest import RunningHub, assert_problem, write_safe_model
+
+MARKER = b"BASTION-PLAINTEXT-MARKER-5f1c9e"
+
+
+def _stored_files(hub: RunningHub) -> dict[str, tuple[str, str]]:
+    """path -> (blob id, wrapped key) for every stored file."""
+    with hub.services.hub.db.session() as s:
+        return {
+            f"{row.version_id}:{row.path}": (row.blob_id, row.wrapped_key or "")
+            for row in s.scalars(select(FileRow))
+        }
+
+
+def _blob_path(hub: RunningHub, blob_id: str) -> Path:
+    return hub.data_dir / "store" / "blobs" / blob_id[:2] / blob_id
+
+
+def _drain(response: httpx.Response, into: bytearray) -> None:
+    for chunk in response.iter_bytes():
+        into += chunk
+
+
+def _blob_digests(hub: RunningHub) -> dict[str, str]:
+    root = hub.data_dir / "store"
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_nothing_on_disk_holds_plaintext(
+    hub: RunningHub, admin: Client, med: str, signing_key: bastion.PrivateKey, tmp_path: Path
+) -> None:
+    model = write_safe_model(tmp_path / "model")
+    (model / "notes.txt").write_bytes(MARKER * 50)
+    weights = (model / "model.safetensors").read_bytes()
+    admin.push(model, "med/xray@1.0.0", key=signing_key)
+    # A quarantined version's bytes were decrypted for the scan, then removed.
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "notes.txt").write_bytes(MARKER * 50)
+    (evil / "model.pkl").write_bytes(
+        b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00true\x85R." + MARKER
+    )
+    with pytest.raises(bastion.QuarantinedError):
+        admin.push(evil, "med/evil@1.0.0", key=signing_key)
+
+    on_disk = [p for p in hub.data_dir.rglob("*") if p.is_file()]
+    blobs = [p for p in on_disk if "blobs" in p.parts]
+    assert len(blobs) == 6  # every file of both versions is stored, encrypted
+    for path in on_disk:
+        data = path.read_bytes()
+        assert MARKER not in data, path
+        assert weights[1000:1064] not in data, path
+    for path in blobs:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_secrets_on_disk_are_private(hub: RunningHub) -> None:
+    for name in ("keyring.json", "audit-key.pem"):
+        assert (hub.data_dir / name).stat().st_mode & 0o777 == 0o600, name
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_blob_fails_the_pull_and_leaves_nothing(
+    hub: RunningHub,
+    admin: Client,
+    http: httpx.Client,
+    med: str,
+    safe_model: Path,
+    signing_key: bastion.PrivateKey,
+    tmp_path: Path,
+    damage: str,
+) -> None:
+    admin.push(safe_model, "med/xray@1.0.0", key=signing_key)
+    [(blob_id, _)] = [v for k, v in _stored_files(hub).items() if k.endswith(":config.json")]
+    blob = _blob_path(hub, blob_id)
+    data = bytearray(blob.read_bytes())
+    if damage == "flip":
+        data[-20] ^= 0x01  # inside the last segment's ciphertext
+    else:
+        del data[-7:]
+    blob.write_bytes(bytes(data))
+
+    dest = tmp_path / "pulled"
+    with pytest.raises(bastion.IntegrityError):
+        admin.pull("med/xray@1.0.0", dest)
+    assert not dest.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub-data", "model"]
+
+    # Not one byte of the damaged (single) segment is released to a raw request either.
+    response = http.get("/api/v1/models/med/xray/versions/1.0.0/files/config.json")
+    body = assert_problem(response, 500, "integrity_failed")
+    assert "mlp" not in response.text
+    assert body["detail"] == "the hub failed; see its log"
+    # The undamaged files of the version still come out right.
+    good = http.get("/api/v1/models/med/xray/versions/1.0.0/files/model.safetensors")
+    assert good.content == (safe_model / "model.safetensors").read_bytes()
+
+
+def test_a_damaged_later_segment_is_never_released(
+    hub: RunningHub,
+    admin: Client,
+    http: httpx.Client,
+    med: str,
+    signing_key: bastion.PrivateKey,
+    tmp_path: Path,
+) -> None:
+    model = write_safe_model(tmp_path / "model", size=600)  # 1.4 MB: two 1 MiB segments
+    weights = (model / "model.safetensors").read_bytes()
+    segment = hub.services.hub.limits.segment_size
+    assert segment < len(weights) < 2 * segment
+    admin.push(model, "med/xray@1.0.0", key=signing_key)
+    [(blob_id, _)] = [v for k, v in _stored_files(hub).items() if k.endswith(":model.safetensors")]
+    blob = _blob_path(hub, blob_id)
+    data = bytearray(blob.read_bytes())
+    data[-30] ^= 0x80
+    blob.write_bytes(bytes(data))
+
+    dest = tmp_path / "pulled"
+    with pytest.raises(bastion.BastionError):
+        admin.pull("med/xray@1.0.0", dest)
+    assert not dest.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub-data", "model"]
+
+    received = bytearray()
+    url = "/api/v1/models/med/xray/versions/1.0.0/files/model.safetensors"
+    with http.stream("GET", url) as response:
+        assert response.status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            _drain(response, received)
+    assert received == weights[:segment]  # the intact first segment, nothing after it
+
+
+def test_rotation_rewraps_every_data_key_and_no_blob(
+    hub: RunningHub, admin: Client, med: str, signing_key: bastion.PrivateKey, tmp_path: Path
+) -> None:
+    admin.push(write_safe_model(tmp_path / "a", seed=1), "med/xray@1.0.0", key=signing_key)
+    admin.push(write_safe_model(tmp_path / "b", seed=2), "med/xray@2.0.0", key=signing_key)
+    before = _stored_files(hub)
+    blobs_before = _blob_digests(hub)
+    old_kek = hub.services.hub.keys.current_key_id
+    assert {WrappedKey.from_text(w).kek_id for _, w in before.values()} == {old_kek}
+
+    rotated = admin.rotate_kek()
+    assert rotated["previous_kek"] == old_kek
+    new_kek = rotated["current_kek"]
+    assert new_kek != old_kek
+    assert rotated["rewrapped"] == len(before) == 6
+
+    after = _stored_files(hub)
+    assert {k: b for k, (b, _) in after.items()} == {k: b for k, (b, _) in before.items()}
+    assert {WrappedKey.from_text(w).kek_id for _, w in after.values()} == {new_kek}
+    assert all(after[k][1] != before[k][1] for k in before)
+    assert _blob_digests(hub) == blobs_before  # not one blob re-encrypted
+    assert (hub.data_dir / "keyring.json").stat().st_mode & 0o777 == 0o600
+
+    for version, seed in (("1.0.0", 1), ("2.0.0", 2)):
+        dest = tmp_path / f"pulled-{version}"
+        admin.pull(f"med/xray@{version}", dest)
+        source = tmp_path / ("a" if seed == 1 else "b")
+        assert (dest / "model.safetensors").read_bytes() == (
+            source / "model.safetensors"
+        ).read_bytes()
+
+    # New pushes use the new key; rotating again re-wraps everything once more.
+    admin.push(write_safe_model(tmp_path / "c", seed=3), "med/xray@3.0.0", key=signing_key)
+    assert {WrappedKey.from_text(w).kek_id for _, w in _stored_files(hub).values()} == {new_kek}
+    again = admin.rotate_kek()
+    assert again["previous_kek"] == new_kek
+    assert again["rewrapped"] == 9
+    admin.pull("med/xray@1.0.0", tmp_path / "pulled-again")
+
+
+# A full disk ------------------------------------------------------------------------------------
+
+_ROOM = 2 << 20
+
+
+class _CappedFile:
+    """A blob file on a disk with ``_ROOM`` bytes in all: writes past it fail with ENOSPC."""
+
+    def __init__(self, inner: BinaryIO, root: Path) -> None:
+        self._inner = inner
+        self._root = root
+
+    def write(self, data: Any) -> int:
+        used = sum(p.stat().st_size for p in self._root.rglob("*") if p.is_file())
+        if used + len(data) > _ROOM:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._inner.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _FullDiskStore(LocalBlobStore):
+    """Stands in for a small file system where ``mount -t tmpfs`` is not permitted."""
+
+    def writer(self, blob_id: str) -> Any:
+        writer = super().writer(blob_id)
+        writer._file = _CappedFile(writer._file, self.root)  # type: ignore[assignment]
+        return writer
+
+
+def _mount_tmpfs(where: Path) -> bool:
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={_ROOM},mode=0700", "tmpfs", str(where)],
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
+@pytest.fixture
+def small_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A data folder whose blob store sits on a real 2 MiB tmpfs.
+
+    Where mounting is not permitted (no root, no mount namespace), the hub gets a
+    LocalBlobStore subclass whose files fail with OSError(ENOSPC) past 2 MiB instead.
+    """
+    data_dir = tmp_path / "small-hub"
+    store = data_dir / "store"
+    store.mkdir(parents=True)
+    mounted = _mount_tmpfs(store)
+    if not mounted:
+        monkeypatch.setattr("bastion.api._server.LocalBlobStore", _FullDiskStore)
+    yield data_dir
+    if mounted:
+        subprocess.run(["umount", "-l", str(store)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def full_disk_hub(small_store: Path, hub_with: Callable[..., RunningHub]) -> RunningHub:
+    return hub_with(data_dir=small_store)
+
+
+def test_a_full_disk_answers_507_and_keeps_nothing(
+    full_disk_hub: RunningHub, signing_key: bastion.PrivateKey, tmp_path: Path
+) -> None:
+    hub = full_disk_hub
+    big = write_safe_model(tmp_path / "big", size=1024)  # 4 MiB of weights, 2 MiB of disk
+    with hub.client() as admin:
+        admin.create_namespace("med", bastion.TrustPolicy.for_keys([signing_key.public_key]))
+        with pytest.raises(bastion.StorageFullError, match="disk space"):
+            admin.push(big, "med/xray@1.0.0", key=signing_key)
+        with pytest.raises(bastion.NotFoundError):
+            admin.show("med/xray@1.0.0")
+        left = [p for p in (hub.data_dir / "store").rglob("*") if p.is_file()]
+        assert left == []
+        staging = hub.data_dir / "staging"
+        assert not staging.exists() or list(staging.iterdir()) == []
+
+        # The space is free again: a model that fits is published.
+        small = write_safe_model(tmp_path / "small", seed=1)
+        assert admin.push(small, "med/xray@1.0.0", key=signing_key)["state"] == "published"
+        admin.pull("med/xray@1.0.0", tmp_path / "pulled")
+
+    with httpx.Client(
+        base_url=hub.url, headers={"authorization": f"Bearer {hub.admin_token}"}
+    ) as h:
+        lines = h.get("/api/v1/audit/entries").text.splitlines()
+    assert any('"storage_full"' in line and '"upload.file"' in line for line in lines)
