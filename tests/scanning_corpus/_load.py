@@ -81,7 +81,14 @@ def _keras(path: Path, safe: bool) -> None:
 def _inner(path: Path, load: Any, safe: bool) -> None:
     """Unpack the one file inside an archive, as a user would, and load it."""
     with tempfile.TemporaryDirectory() as scratch:
-        if zipfile.is_zipfile(path):
+        if path.read_bytes()[:6] == b"7z\xbc\xaf\x27\x1c":
+            import py7zr
+
+            with py7zr.SevenZipFile(path) as archive:
+                (member,) = archive.getnames()
+                archive.extractall(scratch)  # noqa: S202 - our own archive, a scratch dir
+            inner = Path(scratch, member)
+        elif zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 (member,) = archive.namelist()
                 inner = Path(archive.extract(member, scratch))
@@ -91,6 +98,16 @@ def _inner(path: Path, load: Any, safe: bool) -> None:
                 archive.extractall(scratch, members=[member], filter="data")
                 inner = Path(scratch, member.name)
         load(inner, safe)
+
+
+def _sharded_torch(path: Path, safe: bool) -> None:
+    """Every shard the folder's index names, loaded in turn, as transformers loads them."""
+    folder = path.parent
+    index = json.loads((folder / "pytorch_model.bin.index.json").read_text())
+    for shard in sorted(set(index["weight_map"].values())):
+        if Path(shard).name != shard:
+            raise ValueError(f"shard {shard!r} is not a file name")
+        _torch(folder / shard, safe)
 
 
 def load(loader: str, path: Path, safe: bool) -> None:
@@ -116,11 +133,15 @@ def load(loader: str, path: Path, safe: bool) -> None:
         safetensors.numpy.load_file(path)
     elif loader == "zip/torch":
         _inner(path, _torch, safe)
-    elif loader == "tar/pickle":
+    elif loader in ("tar/pickle", "7z/pickle"):
         _inner(path, lambda inner, _safe: _pickle(inner), safe)
+    elif loader in ("tar/torch", "7z/torch"):
+        _inner(path, _torch, safe)
+    elif loader == "sharded/torch":
+        _sharded_torch(path, safe)
     elif loader == "onnx":
         _onnx(path)
-    elif loader == "keras":
+    elif loader in ("keras", "keras-h5"):  # load_model picks legacy HDF5 by the .h5 suffix
         _keras(path, safe)
     else:
         raise ValueError(f"unknown loader {loader!r}")

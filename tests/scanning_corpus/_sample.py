@@ -10,8 +10,10 @@ from pathlib import Path
 
 __all__ = ["LOADERS", "Payload", "Reduce", "Sample"]
 
-#: How a sample is loaded by the real library (see ``_load.py``). ``zip/torch`` and
-#: ``tar/pickle`` unpack the single inner member first, as a user would.
+#: How a sample is loaded by the real library (see ``_load.py``). ``zip/torch``,
+#: ``tar/pickle``, ``tar/torch``, ``7z/torch`` and ``7z/pickle`` unpack the single inner
+#: member first, as a user would; ``sharded/torch`` loads every shard that the folder's
+#: ``pytorch_model.bin.index.json`` names.
 LOADERS = (
     "pickle",
     "pickle-stream",
@@ -24,6 +26,11 @@ LOADERS = (
     "tar/pickle",
     "onnx",
     "keras",
+    "keras-h5",
+    "7z/torch",
+    "7z/pickle",
+    "tar/torch",
+    "sharded/torch",
 )
 
 

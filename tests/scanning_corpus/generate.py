@@ -18,6 +18,12 @@ import json
 import sys
 from pathlib import Path
 
+from tests.scanning_corpus._archive_samples import (
+    ARCHIVE_BENIGN,
+    ARCHIVE_MALICIOUS,
+    write_archive_benign,
+    write_archive_malicious,
+)
 from tests.scanning_corpus._benign import BENIGN, write_benign_samples
 from tests.scanning_corpus._containers import CONTAINERS, write_container_samples
 from tests.scanning_corpus._frameworks import (
@@ -27,6 +33,18 @@ from tests.scanning_corpus._frameworks import (
     write_framework_malicious,
 )
 from tests.scanning_corpus._gadgets import GADGETS, write_gadget_samples
+from tests.scanning_corpus._hdf5_samples import (
+    H5_BENIGN,
+    H5_MALICIOUS,
+    write_h5_benign,
+    write_h5_malicious,
+)
+from tests.scanning_corpus._more_gadgets import (
+    MORE_BENIGN,
+    MORE_GADGETS,
+    write_more_benign_samples,
+    write_more_gadget_samples,
+)
 from tests.scanning_corpus._opcode_tricks import TRICKS, write_opcode_samples
 from tests.scanning_corpus._sample import LOADERS, Sample
 
@@ -42,16 +60,34 @@ __all__ = [
 ]
 
 #: Sample names, known without writing anything (for test parametrization).
-BENIGN_NAMES: tuple[str, ...] = tuple(item.name for item in (*BENIGN, *FRAMEWORK_BENIGN))
+BENIGN_NAMES: tuple[str, ...] = tuple(
+    item.name for item in (*BENIGN, *FRAMEWORK_BENIGN, *H5_BENIGN, *ARCHIVE_BENIGN, *MORE_BENIGN)
+)
 MALICIOUS_NAMES: tuple[str, ...] = tuple(
-    item.name for table in (GADGETS, TRICKS, CONTAINERS, FRAMEWORK_MALICIOUS) for item in table
+    item.name
+    for table in (
+        GADGETS,
+        TRICKS,
+        CONTAINERS,
+        FRAMEWORK_MALICIOUS,
+        H5_MALICIOUS,
+        ARCHIVE_MALICIOUS,
+        MORE_GADGETS,
+    )
+    for item in table
 )
 
 
 def write_benign(outdir: Path) -> list[Sample]:
     """Write the benign samples into ``outdir``."""
     outdir.mkdir(parents=True, exist_ok=True)
-    return [*write_benign_samples(outdir), *write_framework_benign(outdir)]
+    return [
+        *write_benign_samples(outdir),
+        *write_framework_benign(outdir),
+        *write_h5_benign(outdir),
+        *write_archive_benign(outdir),
+        *write_more_benign_samples(outdir),
+    ]
 
 
 def write_malicious(outdir: Path, markers: Path) -> list[Sample]:
@@ -63,6 +99,9 @@ def write_malicious(outdir: Path, markers: Path) -> list[Sample]:
         *write_opcode_samples(outdir, markers),
         *write_container_samples(outdir, markers),
         *write_framework_malicious(outdir, markers),
+        *write_h5_malicious(outdir, markers),
+        *write_archive_malicious(outdir, markers),
+        *write_more_gadget_samples(outdir, markers),
     ]
 
 

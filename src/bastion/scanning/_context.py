@@ -35,6 +35,15 @@ class ScanContext:
     scanned: list[Scanned] = field(default_factory=list)
     unpacked: int = 0
     """Bytes decompressed so far from this file, across all its members."""
+    fs_path: str | None = None
+    """Where the file is on disk, when it is a regular file there (``None`` for bytes
+    that are not): readers of formats that name other files beside them (ONNX
+    external data) check those names against the real folder, for the file itself
+    only (``member`` is ``None``), never for a container's members."""
+    raw_files: set[str] = field(default_factory=set)
+    """Real paths of files beside this one that a model reads as raw bytes (ONNX
+    external data that passed its checks): the folder walk reports them as such
+    rather than as an unknown format."""
 
     def add(
         self,

@@ -35,7 +35,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 
 #: Formats Bastion recognises but does not scan yet.
-UNSUPPORTED = frozenset({"hdf5", "7z"})
+UNSUPPORTED: frozenset[str] = frozenset()
 
 _SAFETENSORS_MAX_HEADER = 100 << 20
 
@@ -44,7 +44,8 @@ def detect(head: bytes, size: int) -> str:
     """The format of a stream of ``size`` bytes that starts with ``head``.
 
     One of ``zip npy gguf hdf5 7z gzip xz lz4 bzip2 zlib tar pickle
-    pytorch-legacy safetensors onnx sentencepiece text empty unknown``.
+    pytorch-legacy safetensors savedmodel savedmodel-text tf-fingerprint keras-metadata onnx
+    sentencepiece text empty unknown``.
     """
     if not head:
         return "empty"
@@ -63,10 +64,13 @@ def detect(head: bytes, size: int) -> str:
         return "safetensors"
     if _looks_like_pickle(head):
         return "pickle"
+    tensorflow = _tensorflow(head, size)  # before text: a small SavedModel can be all ASCII
+    if tensorflow is not None:
+        return tensorflow
+    if _is_onnx(head):  # before text too: a small ONNX model can be all ASCII
+        return "onnx"
     if _is_text(head, truncated=len(head) < size):
         return "text"
-    if _is_onnx(head):
-        return "onnx"
     if _is_sentencepiece(head):
         return "sentencepiece"
     return "unknown"
@@ -208,3 +212,109 @@ def _is_sentencepiece(head: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _tensorflow(head: bytes, size: int) -> str | None:
+    """A TensorFlow SavedModel, its text form, or the ``fingerprint.pb`` and tf_keras
+    ``keras_metadata.pb`` files that sit beside it."""
+    if _is_saved_model(head, size):
+        return "savedmodel"
+    if _is_tf_fingerprint(head, size):
+        return "tf-fingerprint"
+    if _is_keras_metadata(head):
+        return "keras-metadata"
+    text = head.lstrip()
+    while text.startswith(b"#"):
+        text = text.partition(b"\n")[2].lstrip()
+    for name in (b"saved_model_schema_version", b"meta_graphs"):
+        if text.startswith(name) and text[len(name) :].lstrip()[:1] in (b":", b"{", b"<"):
+            return "savedmodel-text"
+    return None
+
+
+def _is_saved_model(head: bytes, size: int) -> bool:
+    """A ``SavedModel``: an optional schema version (field 1) and unknown fields (3 and
+    up, which TensorFlow skips), then a ``MetaGraphDef`` (field 2) that fits in the file.
+
+    ONNX's ``ModelProto`` can start ``08 xx 12`` too, but its field 2 is a short producer
+    name followed by other fields: a meta graph opens with one of its own fields (1-7,
+    all messages), or is well-formed as far as the head shows and is followed by the end
+    of the file, another meta graph or the schema version.
+    """
+    at = 0
+    while (tag := _field(head, at)) is not None:
+        number, wire, start, end = tag
+        if number == 2 and wire == 2:
+            break
+        if number in (1, 2) and wire != (0 if number == 1 else 2):
+            return False
+        at = end
+    else:
+        return False
+    if end > size or start == end:
+        return False
+    if head[start : start + 1] in _META_GRAPH_FIELDS:
+        return True
+    inner = start
+    while inner < min(end, len(head)):
+        field = _field(head, inner)
+        if field is None:
+            return inner >= len(head)  # cut by the end of the head, not malformed
+        inner = field[3]
+    return end >= min(size, len(head)) or head[end : end + 1] in (b"\x08", b"\x12")
+
+
+_META_GRAPH_FIELDS = frozenset(bytes([number << 3 | 2]) for number in range(1, 8))
+
+
+def _field(data: bytes, at: int) -> tuple[int, int, int, int] | None:
+    """The protobuf field at ``at``: (number, wire type, payload start, end), or None if
+    the bytes there are no field. A length may run past ``data`` (a cut head)."""
+    tag = _varint(data, at)
+    if tag is None or tag[0] >> 3 == 0:
+        return None
+    wire, at = tag[0] & 7, tag[1]
+    if wire in (1, 5):
+        return tag[0] >> 3, wire, at, at + (8 if wire == 1 else 4)
+    value = _varint(data, at)
+    if wire not in (0, 2) or value is None:
+        return None
+    start = value[1]
+    return tag[0] >> 3, wire, (start if wire == 2 else at), start + (value[0] if wire == 2 else 0)
+
+
+def _is_tf_fingerprint(head: bytes, size: int) -> bool:
+    """A whole ``FingerprintDef``: hashes 1-5 (uint64), version 6 and uuid 7 (messages)."""
+    if size != len(head) or size > 4096 or head[:1] != b"\x08":
+        return False
+    at = 0
+    while at < size:
+        number, wire, value, end = head[at] >> 3, head[at] & 7, 0, at + 1
+        if not ((1 <= number <= 5 and wire == 0) or (number in (6, 7) and wire == 2)):
+            return False
+        for shift in range(0, 70, 7):  # a varint of up to 10 bytes
+            if end >= size:
+                return False
+            value |= (head[end] & 0x7F) << shift
+            end += 1
+            if not head[end - 1] & 0x80:
+                break
+        else:
+            return False
+        at = end + (value if wire == 2 else 0)
+    return at == size
+
+
+def _is_keras_metadata(head: bytes) -> bool:
+    """tf_keras's ``SavedMetadata``: a node (1) of node_id 2, node_path 3, then an
+    identifier (4) such as ``_tf_keras_sequential``."""
+    outer = _varint(head, 1) if head[:1] == b"\x0a" else None
+    at = outer[1] if outer is not None else len(head)
+    while at < len(head) and head[at] in (0x10, 0x1A, 0x22):
+        value = _varint(head, at + 1)
+        if value is None:
+            return False
+        if head[at] == 0x22:
+            return head[value[1] : value[1] + value[0]].startswith(b"_tf_keras_")
+        at = value[1] + (value[0] if head[at] == 0x1A else 0)
+    return False

@@ -17,10 +17,7 @@ __all__ = ["dispatch"]
 
 _COMPRESSED = frozenset({"gzip", "bzip2", "xz", "zlib", "lz4"})
 
-_UNSUPPORTED_WHY = {
-    "hdf5": "HDF5 (Keras .h5) files are not scanned yet (Lambda layers are not checked)",
-    "7z": "7z archives are not scanned; repack the model as zip or tar",
-}
+_UNSUPPORTED_WHY: dict[str, str] = {}
 
 
 def dispatch(ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int) -> None:
@@ -30,6 +27,44 @@ def dispatch(ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int)
     size = stream.seek(0, io.SEEK_END) - start
     stream.seek(start)
     fmt = detect(head, size)
+    _by_format(ctx, stream, member, depth, fmt)
+    if fmt != "hdf5":
+        _hdf5_after_user_block(ctx, stream, member, start, size)
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _hdf5_after_user_block(
+    ctx: ScanContext, stream: BinaryIO, member: str | None, start: int, size: int
+) -> None:
+    """libhdf5 also finds a file's superblock at 512, 1024, 2048, ... bytes (after a
+    "user block"), so any file can also be an HDF5 model that h5py and Keras open."""
+    offset = 512
+    while offset + len(_HDF5_SIGNATURE) <= size:
+        stream.seek(start + offset)
+        if stream.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+            from bastion.scanning._keras_h5 import scan_hdf5
+
+            ctx.add(
+                "hdf5.user-block",
+                Severity.MEDIUM,
+                f"an HDF5 file starts {offset} bytes in, after a user block: HDF5 readers "
+                "(h5py, Keras) open this file as HDF5 whatever its first bytes say",
+                format="hdf5",
+                member=member,
+                offset=offset,
+            )
+            stream.seek(start + offset)
+            scan_hdf5(ctx, stream, member)
+            break
+        offset *= 2
+    stream.seek(start)
+
+
+def _by_format(
+    ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int, fmt: str
+) -> None:
     if fmt in ("empty", "text", "sentencepiece"):
         ctx.mark_scanned(fmt, member)
     elif fmt == "pickle":
@@ -65,6 +100,18 @@ def dispatch(ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int)
         from bastion.scanning._onnx import scan_onnx
 
         scan_onnx(ctx, stream, member)
+    elif fmt in ("savedmodel", "savedmodel-text", "tf-fingerprint", "keras-metadata"):
+        from bastion.scanning._savedmodel import scan_tensorflow
+
+        scan_tensorflow(ctx, stream, member, fmt)
+    elif fmt == "hdf5":
+        from bastion.scanning._keras_h5 import scan_hdf5
+
+        scan_hdf5(ctx, stream, member)
+    elif fmt == "7z":
+        from bastion.scanning._sevenzip import scan_sevenzip
+
+        scan_sevenzip(ctx, stream, member, depth)
     elif fmt in UNSUPPORTED:
         unsupported(ctx, fmt, member, _UNSUPPORTED_WHY[fmt])
     else:

@@ -7,13 +7,22 @@ CVE-2024-27318). Operators from a domain other than ONNX's own need a custom-op
 library, which is native code. The model is read with a bounded protobuf reader
 (:mod:`bastion.scanning._protobuf`); tensor bytes are skipped, never decoded.
 
+A location is checked as a string everywhere. For an ONNX file that is itself on
+disk (not a container member), it is also walked in the model's real folder,
+component by component and without following anything: a symbolic link, a file
+with several hard links (the same bytes as a file elsewhere, CVE-2024-27318,
+GHSA-cmw6-hcpp-c6jp) or a special file is a finding, and so is a location that
+does not exist, which loads nothing today and whatever is put there tomorrow.
+
 Field numbers are those of ``onnx/onnx.proto``.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 from typing import BinaryIO
 
 from bastion.scanning._context import ScanContext
@@ -153,6 +162,8 @@ def scan_onnx(ctx: ScanContext, stream: BinaryIO, member: str | None) -> None:
 
 
 def _report_locations(ctx: ScanContext, model: _Model, member: str | None) -> None:
+    on_disk = ctx.fs_path if member is None else None
+    folder = os.path.dirname(os.path.abspath(on_disk)) if on_disk is not None else None
     for location, tensor in list(model.locations.items())[:_SHOWN]:
         parts = re.split(r"[/\\]", location)
         shown = f"tensor {tensor[:100]!r} reads its bytes from {location[:200]!r}"
@@ -165,7 +176,9 @@ def _report_locations(ctx: ScanContext, model: _Model, member: str | None) -> No
                 format=_FMT,
                 member=member,
             )
-        else:
+            continue
+        problem = None if folder is None else _check_on_disk(ctx, folder, location)
+        if problem is None:
             ctx.add(
                 "onnx.external-data",
                 Severity.INFO,
@@ -173,12 +186,74 @@ def _report_locations(ctx: ScanContext, model: _Model, member: str | None) -> No
                 format=_FMT,
                 member=member,
             )
+        else:
+            rule, severity, why = problem
+            ctx.add(rule, severity, f"{shown}, which {why}", format=_FMT, member=member)
     for tensor in model.missing_location[:_SHOWN]:
         ctx.incomplete(
             f"tensor {tensor[:100]!r} stores its data externally but names no location",
             format=_FMT,
             member=member,
         )
+
+
+def _check_on_disk(
+    ctx: ScanContext, folder: str, location: str
+) -> tuple[str, Severity, str] | None:
+    """Walk ``location`` down from ``folder`` without following links.
+
+    Returns (rule, severity, why) for a location a loader would refuse or that reads
+    something other than a plain file of the model's own; ``None`` when it names a
+    regular file with one link, which is then recorded in ``ctx.raw_files``.
+    """
+    current = folder
+    st: os.stat_result | None = None
+    for part in location.split("/"):
+        if part in ("", "."):
+            continue
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except (FileNotFoundError, NotADirectoryError):
+            return (
+                "onnx.external-data-missing",
+                Severity.MEDIUM,
+                "does not exist beside the model: the model does not load as shipped, "
+                "and would load whatever file is put there later",
+            )
+        except OSError as exc:
+            return ("onnx.external-data", Severity.MEDIUM, f"cannot be checked ({exc.strerror})")
+        if stat.S_ISLNK(st.st_mode):
+            target = os.path.realpath(current)
+            if os.path.commonpath([target, os.path.realpath(folder)]) != os.path.realpath(folder):
+                return (
+                    "onnx.external-data",
+                    Severity.HIGH,
+                    "is a symbolic link out of the model's folder: loading the model reads "
+                    "any file (CVE-2024-27318)",
+                )
+            return (
+                "onnx.external-data",
+                Severity.MEDIUM,
+                "is a symbolic link: onnx refuses it, onnxruntime follows it, so loaders "
+                "disagree on what the model holds",
+            )
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return (
+            "onnx.external-data",
+            Severity.HIGH,
+            "is not a regular file (a folder, device or FIFO): reading it fails, blocks "
+            "or reads a device",
+        )
+    if st.st_nlink > 1:
+        return (
+            "onnx.external-data",
+            Severity.HIGH,
+            f"has {st.st_nlink} hard links: its bytes may be those of a file outside the "
+            "model's folder (GHSA-cmw6-hcpp-c6jp); onnx refuses it",
+        )
+    ctx.raw_files.add(os.path.realpath(current))
+    return None
 
 
 def _report_domains(ctx: ScanContext, model: _Model, member: str | None) -> None:

@@ -8,7 +8,10 @@ the extension registry. Every call is recorded: ``REDUCE``, ``INST``, ``OBJ``,
 bytes larger than 1 MiB are skipped by seeking and remembered by offset, never
 held in memory. joblib's arrays, written raw between opcodes, are skipped
 by size; its object arrays are nested pickles and are audited as such, and so
-is any bytes value handed to a pickle loader.
+is any bytes value handed to a pickle loader (directly, in a ``BytesIO`` or as
+base64). Memo references are shared, as the real unpickler shares them, so a
+memo-expansion bomb costs the audit no more than its opcodes; what it would cost
+anything that walks the result is measured at STOP and reported.
 
 The audit never imports or executes anything from the file.
 """
@@ -16,6 +19,7 @@ The audit never imports or executes anything from the file.
 from __future__ import annotations
 
 import _compat_pickle
+import binascii
 import io
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -31,9 +35,32 @@ _CHUNK = 1 << 20
 #: the stream); they are skipped and remembered by offset and length.
 _HOLD = 1 << 20
 _MAX_LINE = 1 << 16
-_NESTED_LOADERS = frozenset(
-    {"pickle.loads", "_pickle.loads", "pickle.load", "_pickle.load", "dill.loads", "joblib.load"}
-)
+#: Callables that unpickle bytes handed to them, and which argument holds the bytes.
+_NESTED_LOADERS: dict[str, int] = {
+    "pickle.loads": 0,
+    "_pickle.loads": 0,
+    "pickle.load": 0,
+    "_pickle.load": 0,
+    "dill.loads": 0,
+    "dill.load": 0,
+    "joblib.load": 0,
+    "torch.load": 0,
+    "torch.serialization.load": 0,
+    "torch.storage._load_from_bytes": 0,
+    "lib2to3.pgen2.grammar.Grammar.loads": 1,
+    "torch.utils._config_module.ConfigModule.load_config": 1,
+    "torch.utils.data.datapipes.utils.decoder.basichandlers": 1,
+}
+#: Calls that only wrap bytes on their way to a loader.
+_BYTES_IO = frozenset({"io.BytesIO", "_io.BytesIO"})
+_BASE64 = frozenset({"base64.b64decode", "base64.standard_b64decode", "binascii.a2b_base64"})
+#: Items kept per list; references to containers beyond it are still counted (see
+#: ``_Overflow``), other items are dropped.
+_MAX_ITEMS = 1_000_000
+#: A result that expands, walked as a tree, to more than this many values, or this
+#: many per opcode, is a memo-expansion bomb.
+_EXPANSION_FLOOR = 10_000_000
+_EXPANSION_RATIO = 64
 _JOBLIB_WRAPPERS = frozenset(
     {
         "joblib.numpy_pickle.NumpyArrayWrapper",
@@ -275,6 +302,9 @@ def _run(r: _Reader, a: _Audit) -> None:
     memo: dict[int, object] = {}
     limit = a.limits.max_opcodes
     ops = 0
+    roots: list[object] = []  # arguments of every call and BUILD: what loading walks
+    overflow: _Overflow = {}
+    shared = False  # whether a container was referenced twice (memo GET or DUP)
     proto = 0
     frame_end = -1  # offset where the current FRAME ends; -1 outside frames
 
@@ -331,9 +361,10 @@ def _run(r: _Reader, a: _Audit) -> None:
         return memo[index]
 
     def call(func: object, args: object, at: int, kind: str) -> _Call:
+        roots.append(args)
         if isinstance(func, _Global):
             if func.qualified in _NESTED_LOADERS:
-                _nested(args, a, at, r)
+                _nested(args, _NESTED_LOADERS[func.qualified], a, at, r)
         elif func is _UNKNOWN:
             pass  # an unresolved or extension global: already a finding
         elif not isinstance(func, _Call):
@@ -376,6 +407,8 @@ def _run(r: _Reader, a: _Audit) -> None:
                 raise PickleError("a FRAME inside a frame", at)
             frame_end = r.offset + 8 + int.from_bytes(r.take(8), "little")
         elif op == 0x2E:  # STOP
+            if shared:
+                _check_expansion(a, [stack[-1] if stack else None, *roots], overflow, ops, at)
             return
         elif op == 0x28:  # MARK
             marks.append(stack)
@@ -389,6 +422,7 @@ def _run(r: _Reader, a: _Audit) -> None:
             pop_mark()
         elif op == 0x32:  # DUP
             stack.append(stack[-1] if stack else pop())
+            shared = shared or _is_container(stack[-1])
         # -- constants ---------------------------------------------------------
         elif op == 0x4E:  # NONE
             stack.append(None)
@@ -459,14 +493,14 @@ def _run(r: _Reader, a: _Audit) -> None:
             stack.append(tuple(items))
         elif op == 0x61:  # APPEND
             value = pop()
-            _extend(top(), [value], at)
+            _extend(top(), [value], at, overflow)
         elif op == 0x73:  # SETITEM
             value = pop()
             key = pop()
-            _extend(top(), [key, value], at)
+            _extend(top(), [key, value], at, overflow)
         elif op in (0x65, 0x75, 0x90):  # APPENDS, SETITEMS, ADDITEMS
             items = pop_mark()
-            _extend(top(), items, at)
+            _extend(top(), items, at, overflow)
         # -- memo --------------------------------------------------------------
         elif op == 0x94:  # MEMOIZE
             put(len(memo), stack[-1] if stack else pop())
@@ -476,12 +510,15 @@ def _run(r: _Reader, a: _Audit) -> None:
             put(int.from_bytes(r.take(4), "little"), stack[-1] if stack else pop())
         elif op == 0x70:  # PUT
             put(_index(r.line(), at), stack[-1] if stack else pop())
-        elif op == 0x68:  # BINGET
-            stack.append(get(r.byte()))
-        elif op == 0x6A:  # LONG_BINGET
-            stack.append(get(int.from_bytes(r.take(4), "little")))
-        elif op == 0x67:  # GET
-            stack.append(get(_index(r.line(), at)))
+        elif op in (0x68, 0x6A, 0x67):  # BINGET, LONG_BINGET, GET
+            if op == 0x68:
+                index = r.byte()
+            elif op == 0x6A:
+                index = int.from_bytes(r.take(4), "little")
+            else:
+                index = _index(r.line(), at)
+            stack.append(get(index))
+            shared = shared or _is_container(stack[-1])
         # -- globals and calls -------------------------------------------------
         elif op == 0x63:  # GLOBAL
             stack.append(global_(_text(r.line(), at), _text(r.line(), at), at))
@@ -539,6 +576,7 @@ def _run(r: _Reader, a: _Audit) -> None:
                 )
             elif isinstance(target, _Call):
                 target.state = state
+                roots.append(state)
                 if isinstance(target.func, _Global) and target.func.qualified in _JOBLIB_WRAPPERS:
                     # joblib ends the frame before writing the array's raw bytes.
                     if r.offset == frame_end:
@@ -554,13 +592,94 @@ def _run(r: _Reader, a: _Audit) -> None:
             raise PickleError(f"unknown opcode 0x{op:02x}", at)
 
 
-def _extend(target: object, items: list[object], at: int) -> None:
+@dataclass(slots=True)
+class _Repeated:
+    item: object
+    count: int = 0
+
+
+#: Container references beyond a list's first ``_MAX_ITEMS`` items:
+#: id(list) -> (the list, {id(item): the item and how many times it was added}).
+_Overflow = dict[int, tuple[list[object], dict[int, _Repeated]]]
+
+
+def _extend(target: object, items: list[object], at: int, overflow: _Overflow) -> None:
     """Items appended or set on a list, dict or set (all kept as lists of items)."""
     if isinstance(target, list):
-        if len(target) < 1_000_000:
-            target.extend(items)
+        room = max(0, _MAX_ITEMS - len(target))
+        target.extend(items[:room])
+        for item in items[room:]:
+            if _is_container(item):
+                extra = overflow.setdefault(id(target), (target, {}))[1]
+                extra.setdefault(id(item), _Repeated(item)).count += 1
     elif not isinstance(target, _Call | _Global) and target is not _UNKNOWN:
         raise PickleError("items added to a value that is not a container", at)
+
+
+_CONTAINERS = (list, tuple, _Call)
+
+
+def _is_container(value: object) -> bool:
+    return isinstance(value, _CONTAINERS)
+
+
+def _items(node: object) -> list[object] | tuple[object, ...]:
+    if isinstance(node, _Call):
+        return (node.func, node.args, node.state)
+    return node if isinstance(node, list | tuple) else ()
+
+
+def _check_expansion(
+    a: _Audit, roots: list[object], overflow: _Overflow, ops: int, at: int
+) -> None:
+    """Report a result or call argument that expands enormously when walked as a tree.
+
+    Sizes are computed once per container, bottom-up, without recursion, and saturate
+    at the cap, so the check is linear in the containers and items the stream built.
+    A reference back to a container still being measured (a cycle) counts as one value.
+    """
+    cap = max(_EXPANSION_FLOOR, _EXPANSION_RATIO * ops)
+    sizes: dict[int, int] = {}  # id of a live container -> its size; leaves count 1
+    for root in roots:
+        if not _is_container(root) or id(root) in sizes:
+            continue
+        on_path: set[int] = set()
+        pending: list[tuple[object, bool]] = [(root, False)]
+        while pending:
+            node, measured = pending.pop()
+            key = id(node)
+            if not measured:
+                if key in sizes or key in on_path:
+                    continue
+                extra = overflow.get(key)
+                children = [*_items(node), *(r.item for r in extra[1].values())] if extra else ()
+                todo = [
+                    child
+                    for child in children or _items(node)
+                    if isinstance(child, _CONTAINERS) and id(child) not in sizes
+                ]
+                if todo:
+                    on_path.add(key)
+                    pending.append((node, True))
+                    pending.extend((child, False) for child in todo)
+                    continue
+            total = 1 + sum(sizes.get(id(item), 1) for item in _items(node))
+            extra = overflow.get(key)
+            if extra:
+                total += sum(r.count * sizes.get(id(r.item), 1) for r in extra[1].values())
+            sizes[key] = min(total, cap + 1)
+            on_path.discard(key)
+        if sizes[id(root)] > cap:
+            a.add(
+                "pickle.memo-expansion",
+                Severity.HIGH,
+                f"the pickle shares containers through its memo so that walking what it "
+                f"builds visits more than {cap:,} values from {ops:,} opcodes (a "
+                "'billion laughs' bomb): printing, copying or converting it exhausts "
+                "memory and time",
+                at,
+            )
+            return
 
 
 def _text(raw: bytes, at: int) -> str:
@@ -600,9 +719,10 @@ def _quoted(raw: bytes, at: int) -> object:
         raise PickleError("STRING argument is malformed", at) from None
 
 
-def _nested(args: object, a: _Audit, at: int, r: _Reader) -> None:
+def _nested(args: object, index: int, a: _Audit, at: int, r: _Reader) -> None:
     """A loader called on inline bytes: audit those bytes as a pickle too."""
-    payload = args[0] if isinstance(args, tuple) and args else None
+    payload = args[index] if isinstance(args, tuple) and len(args) > index else None
+    payload = _unwrap_bytes(payload)
     if isinstance(payload, _Skipped) and not payload.text:
         if payload.length > a.limits.max_inline_bytes:
             a.add("scan.limit", Severity.MEDIUM, "a nested pickle exceeds max_inline_bytes", at)
@@ -625,6 +745,22 @@ def _nested(args: object, a: _Audit, at: int, r: _Reader) -> None:
         depth=a.depth + 1,
     )
     a.findings.extend(inner)
+
+
+def _unwrap_bytes(value: object) -> object:
+    """The bytes inside ``BytesIO(b)`` or ``b64decode(s)``, else ``value`` itself."""
+    if not (isinstance(value, _Call) and isinstance(value.func, _Global)):
+        return value
+    args = value.args if isinstance(value.args, tuple) else ()
+    inner = args[0] if args else None
+    if value.func.qualified in _BYTES_IO:
+        return inner
+    if value.func.qualified in _BASE64 and isinstance(inner, str | bytes):
+        try:
+            return binascii.a2b_base64(inner)
+        except (binascii.Error, ValueError):
+            return value
+    return value
 
 
 def _joblib_array(r: _Reader, a: _Audit, wrapper: _Call, at: int) -> None:

@@ -2,7 +2,10 @@
 
 One run, tool ``bastion``; one rule per rule id seen; one result per finding.
 A member inside a container is addressed as ``path!/member`` (the jar-URL
-convention), and also named as a logical location.
+convention), and also named as a logical location. The output is checked against
+the official SARIF 2.1.0 JSON schema in the tests. Names that are not valid UTF-8
+(kept with surrogate escapes) are percent-encoded byte for byte in URIs and shown
+with backslash escapes in text, so that the log is always valid UTF-8.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ RULES: dict[str, str] = {
     "torch.torchscript": "TorchScript archive, which runs code on load",
     "numpy.object-array": "numpy object array, loaded through pickle",
     "numpy.size-mismatch": "numpy data length differs from its header",
+    "pickle.memo-expansion": "Pickle whose shared memo references expand enormously",
+    "onnx.external-data": "ONNX tensor data read from a file outside the model or a link",
+    "onnx.external-data-missing": "ONNX tensor data file missing beside the model",
+    "onnx.custom-domain": "ONNX operators that need a custom-op library",
 }
 
 _LEVELS = {
@@ -90,29 +97,43 @@ def _base(root: str) -> dict[str, Any]:
     """Where relative paths start: the folder scanned, or the folder of the file scanned."""
     path = Path(root).resolve()
     folder = path if path.is_dir() else path.parent
-    return {"uri": folder.as_uri().rstrip("/") + "/", "description": {"text": root}}
+    return {"uri": folder.as_uri().rstrip("/") + "/", "description": {"text": _text(root)}}
+
+
+def _uri(name: str) -> str:
+    """``name`` percent-encoded; a name read as bytes is encoded as those bytes."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        raw = name.encode("utf-8", "backslashreplace")
+    return quote(raw)
+
+
+def _text(text: str) -> str:
+    """``text`` with any lone surrogate written as a ``\\udcNN`` escape: valid UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
-    uri = quote(finding.path)
+    uri = _uri(finding.path)
     if finding.member is not None:
-        uri += "!/" + quote(finding.member)
+        uri += "!/" + _uri(finding.member)
     physical: dict[str, Any] = {"artifactLocation": {"uri": uri, "uriBaseId": "SCANROOT"}}
     if finding.offset is not None:
         physical["region"] = {"byteOffset": finding.offset}
     location: dict[str, Any] = {"physicalLocation": physical}
     if finding.member is not None:
         location["logicalLocations"] = [
-            {"fullyQualifiedName": f"{finding.path}!/{finding.member}", "kind": "member"}
+            {"fullyQualifiedName": _text(f"{finding.path}!/{finding.member}"), "kind": "member"}
         ]
     result: dict[str, Any] = {
         "ruleId": finding.rule_id,
         "ruleIndex": rule_index,
         "level": _LEVELS[finding.severity],
-        "message": {"text": finding.message},
+        "message": {"text": _text(finding.message)},
         "locations": [location],
         "properties": {"severity": finding.severity.label, "format": finding.format},
     }
     if finding.config_path is not None:
-        result["properties"]["configPath"] = finding.config_path
+        result["properties"]["configPath"] = _text(finding.config_path)
     return result

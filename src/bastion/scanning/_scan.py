@@ -3,6 +3,9 @@
 The walk does not follow symbolic links (each one is a finding) and reports
 special files instead of opening them. Whatever goes wrong while parsing one
 file becomes a ``scan.incomplete`` finding for that file, and the scan goes on.
+A file that an ONNX model in the same scan reads as raw external data, and that
+has no recognisable format of its own, is reported as scanned external data
+rather than as an unknown format.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from bastion.errors import InputError, PathNotFoundError
 from bastion.scanning._context import ScanContext
 from bastion.scanning._dispatch import dispatch
 from bastion.scanning._limits import Limits
-from bastion.scanning._report import Finding, ScanReport, Severity
+from bastion.scanning._report import Finding, Scanned, ScanReport, Severity
 
 __all__ = ["scan"]
 
@@ -53,9 +56,35 @@ def scan(
         entries = iter(sorted(_walk(root, report, include_git)))
     else:
         entries = iter([(_shown(os.path.basename(os.path.abspath(root))), root, 0)])
+    on_disk: dict[str, str] = {}
+    raw_files: set[str] = set()
     for name, fs_path, flags in entries:
-        _scan_file(report, name, fs_path, flags, limits)
+        on_disk[name] = fs_path
+        raw_files |= _scan_file(report, name, fs_path, flags, limits)
+    if raw_files:
+        _claim_raw_files(report, on_disk, raw_files)
     return report
+
+
+def _claim_raw_files(report: ScanReport, on_disk: dict[str, str], raw_files: set[str]) -> None:
+    """Turn "unrecognised format" into "scanned as ONNX external data" for the files
+    some ONNX model of this scan reads as raw tensor bytes (already checked there)."""
+    unknown = {
+        f.path for f in report.findings if f.rule_id == "scan.unknown-format" and f.member is None
+    }
+    claimed = {
+        name for name in unknown if name in on_disk and os.path.realpath(on_disk[name]) in raw_files
+    }
+    if not claimed:
+        return
+    report.findings[:] = [
+        f
+        for f in report.findings
+        if not (f.rule_id == "scan.unknown-format" and f.member is None and f.path in claimed)
+    ]
+    report.scanned.extend(
+        Scanned(path=name, format="onnx-external-data") for name in sorted(claimed)
+    )
 
 
 def _walk(root: str, report: ScanReport, include_git: bool) -> Iterator[tuple[str, str, int]]:
@@ -121,9 +150,10 @@ def _walk(root: str, report: ScanReport, include_git: bool) -> Iterator[tuple[st
                 )
 
 
-def _scan_file(report: ScanReport, name: str, fs_path: str, flags: int, limits: Limits) -> None:
+def _scan_file(report: ScanReport, name: str, fs_path: str, flags: int, limits: Limits) -> set[str]:
+    """Scan one file into ``report``; returns the raw data files it was found to read."""
     logger.debug("scanning %s", name)
-    ctx = ScanContext(path=name, limits=limits, dispatch=dispatch)
+    ctx = ScanContext(path=name, limits=limits, dispatch=dispatch, fs_path=fs_path)
     try:
         fd = os.open(fs_path, os.O_RDONLY | os.O_CLOEXEC | _NONBLOCK | flags)
     except OSError as exc:
@@ -144,6 +174,7 @@ def _scan_file(report: ScanReport, name: str, fs_path: str, flags: int, limits: 
                 ctx.nested(stream, None, 0)
     report.findings.extend(ctx.findings)
     report.scanned.extend(ctx.scanned)
+    return ctx.raw_files
 
 
 def _add(report: ScanReport, rule: str, severity: Severity, path: str, message: str) -> None:

@@ -26,7 +26,32 @@ from bastion.scanning._streams import SeekableSlice, as_binary, read_chunks
 __all__ = ["scan_zip"]
 
 _LOCAL = struct.Struct("<4s5HI2I2H")
-_CODECS = {zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2"}
+_CODECS = {
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "zip-lzma",
+}
+#: Names of the other methods of APPNOTE 4.4.5, for the finding that says one is not read.
+_METHOD_NAMES = {
+    1: "Shrink",
+    2: "Reduce",
+    3: "Reduce",
+    4: "Reduce",
+    5: "Reduce",
+    6: "Implode",
+    9: "Deflate64",
+    10: "PKWARE Implode",
+    18: "IBM TERSE",
+    19: "IBM LZ77",
+    20: "Zstandard (old id)",
+    93: "Zstandard",
+    94: "MP3",
+    95: "XZ",
+    96: "JPEG",
+    97: "WavPack",
+    98: "PPMd",
+    99: "AE-x encryption",
+}
 _S_IFMT, _S_IFLNK = 0o170000, 0o120000
 
 
@@ -41,7 +66,14 @@ class _Local:
 def scan_zip(ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int) -> None:
     try:
         archive = zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,  # "zip file version 63.0": a central directory zipfile refuses
+        OSError,
+        ValueError,
+        EOFError,
+    ) as exc:
         ctx.incomplete(f"unreadable zip archive ({exc}); not scanned", format="zip", member=member)
         return
     infos = archive.infolist()
@@ -146,6 +178,8 @@ def _is_raw_storage(name: str) -> bool:
 
 
 def _read_local(stream: BinaryIO, info: zipfile.ZipInfo) -> _Local | None:
+    if info.header_offset < 0:  # a central directory offset before the archive's start
+        return None
     stream.seek(info.header_offset)
     raw = stream.read(_LOCAL.size)
     if len(raw) < _LOCAL.size:
@@ -206,13 +240,18 @@ def _open(
             nonlocal crc
             crc = zlib.crc32(chunk, crc)
 
-        data = decompress(ctx, raw, info.compress_size, _CODECS[info.compress_type], member, update)
+        codec = _CODECS[info.compress_type]
+        data = decompress(
+            ctx, raw, info.compress_size, codec, member, update, declared_size=info.file_size
+        )
         raw.close()
         if data is None:
             return None
     else:
+        method = _METHOD_NAMES.get(info.compress_type, "unknown")
         ctx.incomplete(
-            f"compression method {info.compress_type} is not supported; not scanned",
+            f"compression method {info.compress_type} ({method}) cannot be decompressed by "
+            "Bastion; the member was not scanned (repack it stored, deflate, bzip2 or LZMA)",
             format=kind,
             member=member,
         )

@@ -172,17 +172,6 @@ def test_truncated_gzip_is_incomplete_but_scanned(tmp_path: Path) -> None:
     assert dangerous(report) == ["<gzip>"]
 
 
-def test_lz4_without_the_module_is_incomplete(tmp_path: Path) -> None:
-    try:
-        import lz4  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the lz4 module is installed")
-    report = scan_bytes(tmp_path, b"\x04\x22\x4d\x18" + b"\0" * 16)
-    assert rules(report) == {"scan.incomplete"}
-
-
 def test_tar_traversal_and_links(tmp_path: Path) -> None:
     link = tarfile.TarInfo("link")
     link.type = tarfile.SYMTYPE

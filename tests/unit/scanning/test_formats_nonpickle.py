@@ -300,6 +300,7 @@ def test_onnx_external_data_outside_the_folder_is_high(tmp_path: Path, location:
 
 
 def test_onnx_external_data_in_the_folder_is_info(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx.data").write_bytes(b"\0" * 16)
     report = scan_bytes(tmp_path, onnx_model(node("Relu"), external("m.onnx.data")), "m.onnx")
     assert [(f.rule_id, f.severity) for f in report.findings] == [
         ("onnx.external-data", Severity.INFO)
@@ -375,6 +376,6 @@ def escaped(report: ScanReport) -> list[str]:
 # --- Keras HDF5 ---------------------------------------------------------------------------
 
 
-def test_hdf5_is_unsupported_not_clean(tmp_path: Path) -> None:
+def test_an_unreadable_hdf5_file_is_a_finding_not_clean(tmp_path: Path) -> None:
     report = scan_bytes(tmp_path, b"\x89HDF\r\n\x1a\n" + b"\0" * 64, "m.h5")
-    assert {(f.rule_id, f.format) for f in report.findings} == {("scan.unsupported-format", "hdf5")}
+    assert {(f.rule_id, f.format) for f in report.findings} == {("scan.incomplete", "hdf5")}

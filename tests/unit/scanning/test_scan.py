@@ -53,11 +53,13 @@ def test_unknown_binary_fails_closed(tmp_path: Path) -> None:
     assert [f.rule_id for f in scan(tmp_path).findings] == ["scan.unknown-format"]
 
 
-def test_unsupported_formats_are_findings(tmp_path: Path) -> None:
+def test_recognised_but_unreadable_containers_are_findings(tmp_path: Path) -> None:
     (tmp_path / "m.7z").write_bytes(b"7z\xbc\xaf\x27\x1c" + b"\0" * 26)
+    (tmp_path / "m.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     report = scan(tmp_path)
     assert {(f.rule_id, f.format) for f in report.findings} == {
-        ("scan.unsupported-format", "7z"),
+        ("scan.incomplete", "7z"),
+        ("scan.incomplete", "hdf5"),
     }
 
 
