@@ -111,6 +111,31 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _audit_failed(send: Send, request_id: str) -> None:
+    body = json.dumps(
+        {
+            "type": "urn:bastion:problem:internal",
+            "title": "Internal server error",
+            "status": 500,
+            "detail": "the hub could not record this request in its audit log; see its log",
+            "code": "internal",
+            "instance": f"urn:bastion:request:{request_id}",
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class AuditMiddleware:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -125,11 +150,38 @@ class AuditMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status: int | None = None
+        recorded = False
+        replaced = False
+
+        def audited(status: int | None) -> tuple[bool, str]:
+            route = scope.get("route")
+            action = getattr(route, "name", None) or "request.unmatched"
+            wanted = (
+                scope["method"] not in ("GET", "HEAD", "OPTIONS")
+                or action in AUDITED_READS
+                or status in (401, 403)
+            )
+            return wanted, action
 
         async def sending(message: Message) -> None:
-            nonlocal status
+            # The entry is written before the response leaves: a request whose audit
+            # entry cannot be written is answered 500, never silently done.
+            nonlocal status, recorded, replaced
+            if replaced:
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
+                wanted, action = audited(status)
+                if wanted:
+                    recorded = True
+                    try:
+                        await anyio.to_thread.run_sync(
+                            self._record, scope, action, status, request_id
+                        )
+                    except Exception:
+                        replaced = True
+                        await _audit_failed(send, request_id)
+                        return
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
@@ -138,13 +190,8 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            action = getattr(route, "name", None) or "request.unmatched"
-            if (
-                scope["method"] not in ("GET", "HEAD", "OPTIONS")
-                or action in AUDITED_READS
-                or status in (401, 403)
-            ):
+            wanted, action = audited(status)
+            if wanted and not recorded:  # no response was sent: a disconnect or a crash
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._record, scope, action, status, request_id)
 

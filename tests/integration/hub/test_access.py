@@ -411,3 +411,19 @@ def test_the_callers_request_id_is_kept_and_a_bad_one_replaced(
     assert entries["trace-0123456789"]["resource"] == "namespace:lab"
     assert entries[replaced]["resource"] == "namespace:lab2"
     assert "short" not in entries
+
+
+def test_a_request_whose_audit_entry_cannot_be_written_is_not_answered_as_a_success(
+    hub: RunningHub, admin: Client, signing_key: bastion.PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry is written before the response leaves; when that fails the caller gets a 500."""
+
+    def failing(**_fields: object) -> None:
+        raise OSError("the audit table is gone")
+
+    monkeypatch.setattr(hub.services.audit, "record", failing)
+    policy = bastion.TrustPolicy.for_keys([signing_key.public_key])
+    with pytest.raises(bastion.InternalError, match="audit log"):
+        admin.create_namespace("lab", policy)
+    response = httpx.get(f"{hub.url}/livez")  # not audited, so still served
+    assert response.status_code == 200
