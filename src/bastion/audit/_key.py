@@ -13,13 +13,13 @@ import contextlib
 import hashlib
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from bastion.crypto._private_files import read_private_file
 from bastion.errors import ConflictError, InputError, KeyFormatError, PassphraseError
 
 __all__ = [
@@ -88,32 +88,8 @@ def load_audit_key(
     path: str | os.PathLike[str], *, passphrase: bytes | None = None
 ) -> ed25519.Ed25519PrivateKey:
     """Read the audit key, refusing a file the group or others could read."""
-    shown = repr(os.fspath(path))
-    source = f"audit key {shown}"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise InputError(f"{source} does not exist; create it first") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {source}: {exc.strerror}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFormatError(f"{source} is not a regular file")
-        if st.st_mode & 0o077:
-            raise KeyFormatError(
-                f"{source} may be read by others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                f"run chmod 600 {shown} and check who could have copied it"
-            )
-        if st.st_size > MAX_KEY_FILE:
-            raise KeyFormatError(f"{source} is too large to be a key file")
-        data = os.read(fd, MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read {source}: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > MAX_KEY_FILE:
-        raise KeyFormatError(f"{source} is too large to be a key file")
+    source = f"audit key {os.fspath(path)!r}"
+    data = read_private_file(Path(path), "audit key", limit=MAX_KEY_FILE, error=KeyFormatError)
     return _parse_private(data, passphrase, source)
 
 
