@@ -78,6 +78,18 @@ def _keras(path: Path, safe: bool) -> None:
     keras.models.load_model(path, safe_mode=safe)
 
 
+def _tensorflow(path: Path) -> None:
+    """``tf.saved_model.load`` on a folder holding the sample as ``saved_model.pb``; a TF1
+    graph's main op (``saved_model_main_op``) runs while it loads."""
+    import shutil
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copyfile(path, Path(scratch, "saved_model.pb"))
+        tf.saved_model.load(scratch)
+
+
 def _inner(path: Path, load: Any, safe: bool) -> None:
     """Unpack the one file inside an archive, as a user would, and load it."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -143,6 +155,8 @@ def load(loader: str, path: Path, safe: bool) -> None:
         _onnx(path)
     elif loader in ("keras", "keras-h5"):  # load_model picks legacy HDF5 by the .h5 suffix
         _keras(path, safe)
+    elif loader == "tensorflow":  # no restricted mode: a SavedModel holds no Python
+        _tensorflow(path)
     else:
         raise ValueError(f"unknown loader {loader!r}")
 

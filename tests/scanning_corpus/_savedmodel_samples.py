@@ -15,17 +15,23 @@ it; the inert payload writes, prints or saves to the sample's marker path. Those
 marked ``runs_at_load`` are TF1 graphs complete enough for TensorFlow to load: with
 TensorFlow 2.21, ``tf.saved_model.load`` and ``tf.compat.v1.saved_model.load`` both
 created their marker. The others (TF2 layouts whose nodes carry only the attributes
-the scanner reads) test the scanner only. The corpus's loader (``_load.py``) has no
-TensorFlow, so none of them is registered in the corpus yet; the scanner's unit
-tests use the builders directly.
+the scanner reads, and the benign ones) test the scanner only: TensorFlow 2.21 does
+not load them as they are (a restore tensor or a node attribute is missing).
+
+The samples are in the corpus with the ``tensorflow`` loader, which is in
+``NOT_INSTALLED``: TensorFlow is no dependency of the project, so the corpus tests do
+not load them; they check statically that each ``runs_at_load`` sample aims its payload
+at its own marker. ``_load.py`` loads them where TensorFlow is installed: run with
+TensorFlow 2.21, it created the markers of both ``runs_at_load`` samples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tests.scanning_corpus._sample import Payload
+from tests.scanning_corpus._sample import Payload, Sample
 
 __all__ = [
     "CALL_FN",
@@ -50,7 +56,11 @@ __all__ = [
     "saved_model",
     "strings",
     "tf1_model",
+    "write_savedmodel_benign",
+    "write_savedmodel_malicious",
 ]
+
+LOADER = "tensorflow"
 
 DT_FLOAT, DT_STRING, DT_RESOURCE, DT_VARIANT = 1, 7, 20, 21
 Attrs = Mapping[str, bytes]
@@ -552,3 +562,23 @@ SAVEDMODEL_MALICIOUS = (
         _eager_py_func,
     ),
 )
+
+
+def write_savedmodel_benign(outdir: Path) -> list[Sample]:
+    samples = []
+    for recipe in SAVEDMODEL_BENIGN:
+        path = outdir / recipe.name
+        path.write_bytes(recipe.build(Payload(outdir / "unused")))
+        samples.append(Sample(recipe.name, path, recipe.technique, False, LOADER))
+    return samples
+
+
+def write_savedmodel_malicious(outdir: Path, markers: Path) -> list[Sample]:
+    samples = []
+    for recipe in SAVEDMODEL_MALICIOUS:
+        path, payload = outdir / recipe.name, Payload(markers / recipe.name)
+        path.write_bytes(recipe.build(payload))
+        samples.append(
+            Sample(recipe.name, path, recipe.technique, True, LOADER, marker=payload.marker)
+        )
+    return samples

@@ -46,12 +46,20 @@ from tests.scanning_corpus._more_gadgets import (
     write_more_gadget_samples,
 )
 from tests.scanning_corpus._opcode_tricks import TRICKS, write_opcode_samples
-from tests.scanning_corpus._sample import LOADERS, Sample
+from tests.scanning_corpus._sample import LOADERS, NOT_INSTALLED, Sample
+from tests.scanning_corpus._savedmodel_samples import (
+    SAVEDMODEL_BENIGN,
+    SAVEDMODEL_MALICIOUS,
+    write_savedmodel_benign,
+    write_savedmodel_malicious,
+)
 
 __all__ = [
     "BENIGN_NAMES",
     "LOADERS",
     "MALICIOUS_NAMES",
+    "NOT_INSTALLED",
+    "NOT_LOADED_HERE",
     "Sample",
     "build_corpus",
     "main",
@@ -61,7 +69,15 @@ __all__ = [
 
 #: Sample names, known without writing anything (for test parametrization).
 BENIGN_NAMES: tuple[str, ...] = tuple(
-    item.name for item in (*BENIGN, *FRAMEWORK_BENIGN, *H5_BENIGN, *ARCHIVE_BENIGN, *MORE_BENIGN)
+    item.name
+    for item in (
+        *BENIGN,
+        *FRAMEWORK_BENIGN,
+        *H5_BENIGN,
+        *ARCHIVE_BENIGN,
+        *MORE_BENIGN,
+        *SAVEDMODEL_BENIGN,
+    )
 )
 MALICIOUS_NAMES: tuple[str, ...] = tuple(
     item.name
@@ -73,8 +89,13 @@ MALICIOUS_NAMES: tuple[str, ...] = tuple(
         H5_MALICIOUS,
         ARCHIVE_MALICIOUS,
         MORE_GADGETS,
+        SAVEDMODEL_MALICIOUS,
     )
     for item in table
+)
+#: Samples whose loader is ``NOT_INSTALLED`` (TensorFlow SavedModels): not loaded here.
+NOT_LOADED_HERE: frozenset[str] = frozenset(
+    item.name for item in (*SAVEDMODEL_BENIGN, *SAVEDMODEL_MALICIOUS)
 )
 
 
@@ -87,6 +108,7 @@ def write_benign(outdir: Path) -> list[Sample]:
         *write_h5_benign(outdir),
         *write_archive_benign(outdir),
         *write_more_benign_samples(outdir),
+        *write_savedmodel_benign(outdir),
     ]
 
 
@@ -102,6 +124,7 @@ def write_malicious(outdir: Path, markers: Path) -> list[Sample]:
         *write_h5_malicious(outdir, markers),
         *write_archive_malicious(outdir, markers),
         *write_more_gadget_samples(outdir, markers),
+        *write_savedmodel_malicious(outdir, markers),
     ]
 
 

@@ -44,6 +44,10 @@ class ScanContext:
     """Real paths of files beside this one that a model reads as raw bytes (ONNX
     external data that passed its checks): the folder walk reports them as such
     rather than as an unknown format."""
+    raw_data: dict[str, str] = field(default_factory=dict)
+    """Real paths of other raw data files beside this one that it declares and that
+    passed its checks (tensor-bundle data shards), mapped to the format the folder
+    walk lists them as instead of an unknown format."""
 
     def add(
         self,

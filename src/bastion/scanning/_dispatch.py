@@ -27,9 +27,24 @@ def dispatch(ctx: ScanContext, stream: BinaryIO, member: str | None, depth: int)
     size = stream.seek(0, io.SEEK_END) - start
     stream.seek(start)
     fmt = detect(head, size)
+    if fmt == "unknown" and _ends_like_table(stream, start, size):
+        fmt = "tf-tensor-bundle"
     _by_format(ctx, stream, member, depth, fmt)
     if fmt != "hdf5":
         _hdf5_after_user_block(ctx, stream, member, start, size)
+
+
+def _ends_like_table(stream: BinaryIO, start: int, size: int) -> bool:
+    """An SSTable (a TensorFlow tensor-bundle index) is known by the magic number at
+    the end of its footer, which a head of a large file does not reach."""
+    from bastion.scanning._tf_bundle import FOOTER_SIZE, is_table_footer
+
+    if size < FOOTER_SIZE:
+        return False
+    stream.seek(start + size - FOOTER_SIZE)
+    tail = stream.read(FOOTER_SIZE)
+    stream.seek(start)
+    return is_table_footer(tail)
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -104,6 +119,10 @@ def _by_format(
         from bastion.scanning._savedmodel import scan_tensorflow
 
         scan_tensorflow(ctx, stream, member, fmt)
+    elif fmt == "tf-tensor-bundle":
+        from bastion.scanning._tf_bundle import scan_tf_bundle
+
+        scan_tf_bundle(ctx, stream, member)
     elif fmt == "hdf5":
         from bastion.scanning._keras_h5 import scan_hdf5
 

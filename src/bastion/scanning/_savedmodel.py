@@ -368,6 +368,9 @@ def _judge(mg: _MetaGraph, customs: dict[str, tuple[str, int]]) -> Iterator[_Hit
             if role is not None:
                 message += ", outside the model's saver (saver_def)"
             if use.family is TABLE_READ and mg.assets:
+                # A vocabulary table filled from the model's own assets: what lookup
+                # layers (StringLookup, TextVectorization) export. Shown, not a finding.
+                severity = Severity.INFO
                 message += "; the model declares assets, the file it should read"
             elif use.family is TABLE_READ:
                 severity = Severity.HIGH

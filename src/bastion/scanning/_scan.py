@@ -3,9 +3,10 @@
 The walk does not follow symbolic links (each one is a finding) and reports
 special files instead of opening them. Whatever goes wrong while parsing one
 file becomes a ``scan.incomplete`` finding for that file, and the scan goes on.
-A file that an ONNX model in the same scan reads as raw external data, and that
-has no recognisable format of its own, is reported as scanned external data
-rather than as an unknown format.
+A file that an ONNX model in the same scan reads as raw external data, or a
+tensor-bundle data shard that the ``.index`` beside it declares, and that has no
+recognisable format of its own, is reported as scanned raw data rather than as an
+unknown format.
 """
 
 from __future__ import annotations
@@ -57,18 +58,21 @@ def scan(
     else:
         entries = iter([(_shown(os.path.basename(os.path.abspath(root))), root, 0)])
     on_disk: dict[str, str] = {}
-    raw_files: set[str] = set()
+    raw_files: dict[str, str] = {}
     for name, fs_path, flags in entries:
         on_disk[name] = fs_path
-        raw_files |= _scan_file(report, name, fs_path, flags, limits)
+        raw_files.update(_scan_file(report, name, fs_path, flags, limits))
     if raw_files:
         _claim_raw_files(report, on_disk, raw_files)
     return report
 
 
-def _claim_raw_files(report: ScanReport, on_disk: dict[str, str], raw_files: set[str]) -> None:
-    """Turn "unrecognised format" into "scanned as ONNX external data" for the files
-    some ONNX model of this scan reads as raw tensor bytes (already checked there)."""
+def _claim_raw_files(
+    report: ScanReport, on_disk: dict[str, str], raw_files: dict[str, str]
+) -> None:
+    """Turn "unrecognised format" into "scanned as raw data" (``raw_files`` maps real
+    paths to formats) for the files that some model of this scan reads as raw tensor
+    bytes (ONNX external data, tensor-bundle shards; already checked there)."""
     unknown = {
         f.path for f in report.findings if f.rule_id == "scan.unknown-format" and f.member is None
     }
@@ -83,7 +87,8 @@ def _claim_raw_files(report: ScanReport, on_disk: dict[str, str], raw_files: set
         if not (f.rule_id == "scan.unknown-format" and f.member is None and f.path in claimed)
     ]
     report.scanned.extend(
-        Scanned(path=name, format="onnx-external-data") for name in sorted(claimed)
+        Scanned(path=name, format=raw_files[os.path.realpath(on_disk[name])])
+        for name in sorted(claimed)
     )
 
 
@@ -150,8 +155,11 @@ def _walk(root: str, report: ScanReport, include_git: bool) -> Iterator[tuple[st
                 )
 
 
-def _scan_file(report: ScanReport, name: str, fs_path: str, flags: int, limits: Limits) -> set[str]:
-    """Scan one file into ``report``; returns the raw data files it was found to read."""
+def _scan_file(
+    report: ScanReport, name: str, fs_path: str, flags: int, limits: Limits
+) -> dict[str, str]:
+    """Scan one file into ``report``; returns the raw data files it was found to read
+    (real path -> the format to list them as)."""
     logger.debug("scanning %s", name)
     ctx = ScanContext(path=name, limits=limits, dispatch=dispatch, fs_path=fs_path)
     try:
@@ -174,7 +182,7 @@ def _scan_file(report: ScanReport, name: str, fs_path: str, flags: int, limits: 
                 ctx.nested(stream, None, 0)
     report.findings.extend(ctx.findings)
     report.scanned.extend(ctx.scanned)
-    return ctx.raw_files
+    return {**dict.fromkeys(ctx.raw_files, "onnx-external-data"), **ctx.raw_data}
 
 
 def _add(report: ScanReport, rule: str, severity: Severity, path: str, message: str) -> None:

@@ -280,7 +280,7 @@ def test_table_from_a_text_file_depends_on_declared_assets(tmp_path: Path) -> No
     path = f"{MG}.node['init']"
     with_assets = Model(init=(table,), init_deps=("init",), assets=("vocab.txt",))
     assert found(scan_bytes(tmp_path, with_assets.build())) == {
-        ("savedmodel.file-read", "low", path)
+        ("savedmodel.file-read", "info", path)
     }
     without = Model(init=(table,), init_deps=("init",))
     assert found(scan_bytes(tmp_path, without.build())) == {("savedmodel.file-read", "high", path)}
