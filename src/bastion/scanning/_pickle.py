@@ -198,8 +198,10 @@ class _Reader:
             self.pos += n
             return
         target = self.offset + n
+        if target > _size(self.f):  # also before seeking: a huge length is EINVAL on a file
+            raise EOFError
         self.f.seek(target)
-        if self.f.tell() != target or target > _size(self.f):
+        if self.f.tell() != target:
             raise EOFError
         self.base, self.buf, self.pos = target, b"", 0
 

@@ -8,11 +8,13 @@ import io
 import os
 import pickle
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bastion.scanning import scan
 from bastion.scanning._limits import Limits
 from bastion.scanning._pickle import scan_pickle
 
@@ -182,6 +184,15 @@ def test_large_bytes_are_skipped_not_held() -> None:
     assert audit(data, Limits(max_inline_bytes=1 << 20)) == []
     cut = data[: 1 << 20]
     assert rules(cut, limits=Limits(max_inline_bytes=1 << 20)) == {"scan.incomplete"}
+
+
+def test_a_huge_declared_length_in_a_real_file_is_a_truncation(tmp_path: Path) -> None:
+    """Seeking a file 2**63 bytes ahead fails with EINVAL; the length is judged first."""
+    path = tmp_path / "m.pkl"
+    path.write_bytes(b"\x80\x05\x8e" + struct.pack("<Q", 2**63 - 1) + b"abc")
+    [finding] = scan(path).findings
+    assert finding.rule_id == "scan.incomplete"
+    assert "ends before its STOP" in finding.message
 
 
 def test_opcode_limit_is_a_finding() -> None:
