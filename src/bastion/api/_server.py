@@ -61,6 +61,7 @@ def open_services(settings: ServerSettings) -> Services:
         api_keys=ApiKeyStore(db),
         audit=audit,
         audit_reader=audit,
+        checkpoint_seconds=settings.checkpoint_seconds,
     )
 
 

@@ -39,6 +39,8 @@ class Services:
     audit_reader: Any
     #: The largest JSON request body accepted (uploads are bounded by what they declare).
     max_json_body: int = 4 << 20
+    #: Sign an audit checkpoint this often (seconds) when entries were added; None: never.
+    checkpoint_seconds: float | None = None
 
 
 def services(request: Request) -> Services:

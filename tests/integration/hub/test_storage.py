@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -293,3 +295,21 @@ def test_a_full_disk_answers_507_and_keeps_nothing(
     ) as h:
         lines = h.get("/api/v1/audit/entries").text.splitlines()
     assert any('"storage_full"' in line and '"upload.file"' in line for line in lines)
+
+
+def test_the_hub_signs_checkpoints_on_its_own_when_entries_are_added(
+    hub_with: Callable[..., RunningHub],
+) -> None:
+    running = hub_with(checkpoint_seconds=0.2, checkpoint_every=1000)
+    with running.client() as client:
+        client.namespaces()  # a read: not audited
+        client.create_api_key("ci", [("*", "reader")])  # audited: one more entry
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            lines = client.audit_checkpoints()
+            if lines and json.loads(lines[-1])["size"] >= 2:
+                break
+            time.sleep(0.1)
+        sizes = [json.loads(line)["size"] for line in client.audit_checkpoints()]
+    assert max(sizes, default=0) >= 2  # bootstrap + the key, signed without being asked
+    assert sizes == sorted(set(sizes))  # a quiet log is not signed again and again
