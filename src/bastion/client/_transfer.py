@@ -13,8 +13,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from bastion._files import read_input
@@ -155,15 +157,19 @@ def pull(
             url = f"{base}/versions/{version}/files/{_q(name)}"
             with (
                 os.fdopen(target, "wb") as out,
+                _Absorber(digester, out, name, int(entry["size"]), progress) as absorber,
                 session.stream(
                     "GET", url, params={"allow_yanked": str(allow_yanked).lower()}
                 ) as response,
             ):
-                for chunk in response.iter_bytes(_CHUNK):
-                    digester.update(chunk)
-                    out.write(chunk)
-                    if progress is not None:
-                        progress(name, digester.size, int(entry["size"]))
+                batch = bytearray()
+                for piece in response.iter_bytes():
+                    batch += piece
+                    if len(batch) >= _CHUNK:
+                        absorber.feed(batch)
+                        batch = bytearray()
+                if batch:
+                    absorber.feed(batch)
             resources.extend(digester.resources())
         result, _ = verify_digests(signature, resources, trust=trust)
         sig_name = "model.sig"
@@ -182,6 +188,58 @@ def pull(
         "signers": [s.to_dict() for s in result.signers],
         "yanked": info["yanked"],
     }
+
+
+class _Absorber:
+    """Hashes and writes a pulled file's chunks in a worker thread while the next one arrives.
+
+    One chunk is in flight at a time, so the order is kept and memory stays at two
+    chunks; hashing and writing release the GIL, so receiving (TLS, HTTP) goes on
+    meanwhile. An error in the worker is raised by the next :meth:`feed` or on exit.
+    """
+
+    def __init__(
+        self,
+        digester: StreamDigester,
+        out: BinaryIO,
+        name: str,
+        size: int,
+        progress: Progress | None,
+    ) -> None:
+        self._digester = digester
+        self._out = out
+        self._name = name
+        self._size = size
+        self._progress = progress
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-pull")
+        self._pending: Future[None] | None = None
+
+    def __enter__(self) -> _Absorber:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._wait()
+            elif self._pending is not None:  # already failing: let the worker finish, quietly
+                futures_wait([self._pending])
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def feed(self, chunk: bytearray) -> None:
+        self._wait()
+        self._pending = self._pool.submit(self._absorb, chunk)
+
+    def _absorb(self, chunk: bytearray) -> None:
+        self._digester.update(chunk)
+        self._out.write(chunk)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+            if self._progress is not None:
+                self._progress(self._name, self._digester.size, self._size)
 
 
 def _create(root: Path, name: str) -> int:
