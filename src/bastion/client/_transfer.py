@@ -158,18 +158,12 @@ def pull(
             with (
                 os.fdopen(target, "wb") as out,
                 _Absorber(digester, out, name, int(entry["size"]), progress) as absorber,
-                session.stream(
-                    "GET", url, params={"allow_yanked": str(allow_yanked).lower()}
-                ) as response,
+                session.download(
+                    url, {"allow_yanked": str(allow_yanked).lower()}, _CHUNK
+                ) as chunks,
             ):
-                batch = bytearray()
-                for piece in response.iter_bytes():
-                    batch += piece
-                    if len(batch) >= _CHUNK:
-                        absorber.feed(batch)
-                        batch = bytearray()
-                if batch:
-                    absorber.feed(batch)
+                for chunk in chunks:
+                    absorber.feed(chunk)
             resources.extend(digester.resources())
         result, _ = verify_digests(signature, resources, trust=trust)
         sig_name = "model.sig"
@@ -226,11 +220,11 @@ class _Absorber:
         finally:
             self._pool.shutdown(wait=True)
 
-    def feed(self, chunk: bytearray) -> None:
+    def feed(self, chunk: bytes | bytearray) -> None:
         self._wait()
         self._pending = self._pool.submit(self._absorb, chunk)
 
-    def _absorb(self, chunk: bytearray) -> None:
+    def _absorb(self, chunk: bytes | bytearray) -> None:
         self._digester.update(chunk)
         self._out.write(chunk)
 

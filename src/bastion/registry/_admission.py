@@ -2,9 +2,10 @@
 
 The digests computed while the files arrived are checked against the signed
 manifest, and the signature against the namespace's trust policy as it is now.
-The scan reads the exact bytes stored: each blob is decrypted into a private
-staging folder (mode 0700, files created exclusively, names checked again),
-scanned statically, and the folder is removed on every path. Every failing
+The scan reads the exact bytes stored: each file was written to the upload's
+private staging folder from the same bytes that were encrypted (a file missing
+there, or of the wrong size, is decrypted from its blob instead); the folder is
+scanned statically and removed on every path. Every failing
 step is recorded as a reason; any reason quarantines the version.
 """
 
@@ -21,10 +22,10 @@ from sqlalchemy import select
 
 from bastion.crypto import WrappedKey, iter_decrypt
 from bastion.db import FileRow, ModelRow, Namespace, VersionRow
-from bastion.errors import BastionError, VerificationError
+from bastion.errors import BastionError
 from bastion.registry._catalog import check_policy
 from bastion.registry._hub import Hub
-from bastion.registry._names import check_file_path
+from bastion.registry._staging import create_staged_file, staged_size, staging_root
 from bastion.registry._uploads import artifact_context
 from bastion.scanning import scan
 from bastion.signing import Signer, verify_digests
@@ -50,6 +51,7 @@ class _Stored:
     path: str
     blob_id: str
     wrapped_key: str
+    size: int
 
 
 def admit(hub: Hub, upload_id: str) -> Verdict:
@@ -66,7 +68,7 @@ def admit(hub: Hub, upload_id: str) -> Verdict:
             for f in rows
             for d in json.loads(f.digests or "[]")
         ]
-        stored = [_Stored(f.path, f.blob_id, f.wrapped_key or "") for f in rows]
+        stored = [_Stored(f.path, f.blob_id, f.wrapped_key or "", f.size) for f in rows]
     try:
         result, _statement = verify_digests(
             signature, resources, trust=check_policy(policy_text), now=hub.now()
@@ -87,11 +89,12 @@ def _signer(signer: Signer) -> dict[str, Any]:
 
 def _scan(hub: Hub, upload_id: str, stored: list[_Stored], verdict: Verdict) -> None:
     hub.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-    root = hub.staging / upload_id
+    root = staging_root(hub.staging, upload_id)
     try:
-        root.mkdir(mode=0o700)
+        root.mkdir(mode=0o700, exist_ok=True)
         for f in stored:
-            _stage(hub, root, f)
+            if staged_size(root, f.path) != f.size:
+                _stage(hub, root, f)
         report = scan(root)
         findings = report.at_or_above(hub.limits.scan_threshold)
         verdict.scan = _relative(report.to_dict(), root)
@@ -107,19 +110,10 @@ def _scan(hub: Hub, upload_id: str, stored: list[_Stored], verdict: Verdict) -> 
 
 
 def _stage(hub: Hub, root: Path, f: _Stored) -> None:
-    parts = check_file_path(f.path).split("/")
-    folder = root
-    for part in parts[:-1]:
-        folder = folder / part
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:
-            if folder.is_symlink() or not folder.is_dir():
-                raise VerificationError(f"{f.path!r} collides with another file") from None
+    """Decrypt one stored file into the staging folder (when it was not staged on upload)."""
     context = artifact_context(f.blob_id)
     key = hub.keys.unwrap(WrappedKey.from_text(f.wrapped_key), context=context)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(folder / parts[-1], flags, 0o600)
+    fd = create_staged_file(root, f.path)
     with os.fdopen(fd, "wb") as out, hub.blobs.open(f.blob_id) as blob:
         for chunk in iter_decrypt(blob, key, associated_data=context):
             out.write(chunk)

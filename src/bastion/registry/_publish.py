@@ -41,6 +41,7 @@ from bastion.registry._blobs import new_blob_id
 from bastion.registry._catalog import check_policy, get_namespace
 from bastion.registry._hub import Hub
 from bastion.registry._names import check_file_path, check_name, check_version
+from bastion.registry._staging import remove_staging, staging_root
 from bastion.registry._uploads import StoredFile, UploadSink
 from bastion.signing import read_signature, signed_files
 from bastion.signing._bundle import MAX_BUNDLE_BYTES
@@ -189,6 +190,7 @@ class Publisher:
             serialization=target.serialization,
             expected_size=target.size,
             segment_size=self.hub.limits.segment_size,
+            staging=staging_root(self.hub.staging, target.upload_id),
         )
 
     def stored(self, target: FileTarget, stored: StoredFile) -> None:
@@ -308,6 +310,7 @@ class Publisher:
         return len(stale)
 
     def _drop(self, s: Session, version: VersionRow) -> None:
+        remove_staging(self.hub.staging, version.upload_id)
         files = s.scalars(select(FileRow).where(FileRow.version_id == version.id)).all()
         for f in files:
             self.hub.blobs.delete(f.blob_id)
