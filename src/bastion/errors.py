@@ -19,6 +19,7 @@ exceptions never escape a public function: they are wrapped with
     │   ├── TrustPolicyError          exit 2  trust_policy_invalid
     │   ├── ModelTreeError            exit 2  model_tree_invalid symlink, special file, bad name
     │   ├── KeyringError              exit 2  keyring_invalid    key-encryption keyring unusable
+    │   ├── PolicyError               exit 2  policy_invalid     Cedar policies that do not validate
     │   ├── NotFoundError             exit 2  not_found          no such namespace, model, version
     │   ├── ConflictError             exit 2  conflict           exists, or changed meanwhile
     │   ├── PayloadTooLargeError      exit 2  payload_too_large  over the configured size limit
@@ -62,6 +63,7 @@ __all__ = [
     "PathNotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "PolicyError",
     "QuarantinedError",
     "StorageFullError",
     "TrustPolicyError",
@@ -146,6 +148,12 @@ class KeyringError(InputError):
     """A key-encryption keyring is missing, unreadable, too widely readable, or lacks a key."""
 
     code = "keyring_invalid"
+
+
+class PolicyError(InputError):
+    """Authorisation policies that do not parse or do not validate against Bastion's schema."""
+
+    code = "policy_invalid"
 
 
 class NotFoundError(InputError):

@@ -39,6 +39,7 @@ COMMANDS = {
     "keys": "keys",
     "tokens": "tokens",
     "audit": "audit",
+    "policy": "policy",
 }
 
 EXIT_INTERRUPTED = 130
