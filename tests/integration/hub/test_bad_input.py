@@ -220,7 +220,7 @@ def test_random_upload_paths_never_store_anything_undeclared(
     finally:
         assert http.delete(f"/api/v1/uploads/{upload}").status_code == 204
     assert _store_files(hub) == []
-    assert not staged.exists()
+    assert not (hub.data_dir / "staging" / upload).exists()
 
 
 # Sizes ----------------------------------------------------------------------------------------
