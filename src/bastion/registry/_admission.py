@@ -2,10 +2,9 @@
 
 The digests computed while the files arrived are checked against the signed
 manifest, and the signature against the namespace's trust policy as it is now.
-The scan reads the exact bytes stored: each file was written to the upload's
-private staging folder from the same bytes that were encrypted (a file missing
-there, or of the wrong size, is decrypted from its blob instead); the folder is
-scanned statically and removed on every path. Every failing
+The scan reads the exact bytes stored: each blob is decrypted into the upload's
+private staging folder (``_staging.py``), the folder is scanned statically, and
+it is removed on every path. Every failing
 step is recorded as a reason; any reason quarantines the version.
 """
 
@@ -25,7 +24,7 @@ from bastion.db import FileRow, ModelRow, Namespace, VersionRow
 from bastion.errors import BastionError
 from bastion.registry._catalog import check_policy
 from bastion.registry._hub import Hub
-from bastion.registry._staging import create_staged_file, staged_size, staging_root
+from bastion.registry._staging import create_staged_file, staging_root
 from bastion.registry._uploads import artifact_context
 from bastion.scanning import scan
 from bastion.signing import Signer, verify_digests
@@ -93,8 +92,7 @@ def _scan(hub: Hub, upload_id: str, stored: list[_Stored], verdict: Verdict) -> 
     try:
         root.mkdir(mode=0o700, exist_ok=True)
         for f in stored:
-            if staged_size(root, f.path) != f.size:
-                _stage(hub, root, f)
+            _stage(hub, root, f)
         report = scan(root)
         findings = report.at_or_above(hub.limits.scan_threshold)
         verdict.scan = _relative(report.to_dict(), root)
@@ -110,7 +108,7 @@ def _scan(hub: Hub, upload_id: str, stored: list[_Stored], verdict: Verdict) -> 
 
 
 def _stage(hub: Hub, root: Path, f: _Stored) -> None:
-    """Decrypt one stored file into the staging folder (when it was not staged on upload)."""
+    """Decrypt one stored file into the staging folder."""
     context = artifact_context(f.blob_id)
     key = hub.keys.unwrap(WrappedKey.from_text(f.wrapped_key), context=context)
     fd = create_staged_file(root, f.path)

@@ -41,7 +41,7 @@ from bastion.registry._blobs import new_blob_id
 from bastion.registry._catalog import check_policy, get_namespace
 from bastion.registry._hub import Hub
 from bastion.registry._names import check_file_path, check_name, check_version
-from bastion.registry._staging import remove_staging, staging_root
+from bastion.registry._staging import remove_staging
 from bastion.registry._uploads import StoredFile, UploadSink
 from bastion.signing import read_signature, signed_files
 from bastion.signing._bundle import MAX_BUNDLE_BYTES
@@ -190,7 +190,6 @@ class Publisher:
             serialization=target.serialization,
             expected_size=target.size,
             segment_size=self.hub.limits.segment_size,
-            staging=staging_root(self.hub.staging, target.upload_id),
         )
 
     def stored(self, target: FileTarget, stored: StoredFile) -> None:

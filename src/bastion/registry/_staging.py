@@ -1,24 +1,23 @@
 """The staging folder: the only place the hub writes plaintext, for the admission scan.
 
-Each upload has ``staging/<upload id>/`` (mode 0700). A file arriving is written
-there as well as encrypted into the blob store, from the same bytes, so that the
-commit scans exactly what was stored without decrypting it again. Names are
-checked again, folders are created one part at a time and never followed through
-a link, and files are created exclusively. The folder is removed when the upload
-is committed, aborted, expires, or the hub restarts.
+At commit, each stored blob of the upload is decrypted into
+``staging/<upload id>/`` (mode 0700) and the folder is scanned. Names are checked
+again, folders are created one part at a time and never followed through a link,
+and files are created exclusively (mode 0600). The folder is removed when the
+commit ends, whatever happened, and when an upload is aborted or expires or the
+hub restarts.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import stat
 from pathlib import Path
 
 from bastion.errors import InputError
 from bastion.registry._names import check_file_path
 
-__all__ = ["create_staged_file", "remove_staging", "staged_size", "staging_root"]
+__all__ = ["create_staged_file", "remove_staging", "staging_root"]
 
 
 def staging_root(staging: Path, upload_id: str) -> Path:
@@ -47,16 +46,6 @@ def create_staged_file(root: Path, path: str) -> int:
         target.unlink()  # an earlier, interrupted attempt at the same file
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     return os.open(target, flags, 0o600)
-
-
-def staged_size(root: Path, path: str) -> int | None:
-    """The size of a completely staged regular file, or None."""
-    target = root / check_file_path(path)
-    try:
-        st = target.lstat()
-    except OSError:
-        return None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def remove_staging(staging: Path, upload_id: str) -> None:

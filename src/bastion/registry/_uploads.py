@@ -2,21 +2,17 @@
 
 Nothing is buffered beyond the chunk in hand and one encryption segment, so
 memory stays flat in the file's size. The file gets its own data key, wrapped
-by the key-encryption key at once. The same bytes also go to the upload's
-staging folder (``_staging.py``), the one place plaintext is written, for the
-admission scan; it is removed on every path.
+by the key-encryption key at once; the plaintext never touches the disk here
+(the admission scan decrypts into a staging folder, see ``_staging.py``).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from bastion.crypto import KeyManager, SegmentEncryptor, WrappedKey, new_data_key
 from bastion.errors import InputError, PayloadTooLargeError
 from bastion.registry._blobs import BlobStore
-from bastion.registry._staging import create_staged_file
 from bastion.signing import StreamDigester
 from bastion.signing._manifest import Resource, Serialization
 
@@ -49,11 +45,8 @@ class UploadSink:
         serialization: Serialization,
         expected_size: int,
         segment_size: int,
-        staging: Path | None = None,
     ) -> None:
         self._blob_id = blob_id
-        self._staged: int | None = None
-        self._staged_path = None if staging is None else staging / name
         self._expected = expected_size
         self._received = 0
         self._name = name
@@ -65,8 +58,6 @@ class UploadSink:
         self._writer = blobs.writer(blob_id)
         try:
             self._writer.write(self._encryptor.header())
-            if staging is not None:
-                self._staged = create_staged_file(staging, name)
         except BaseException:
             self.abort()
             raise
@@ -81,10 +72,6 @@ class UploadSink:
         try:
             self._digester.update(data)
             self._writer.write(self._encryptor.update(data))
-            if self._staged is not None:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._staged, view) :]
         except BaseException:
             self.abort()
             raise
@@ -99,9 +86,6 @@ class UploadSink:
         try:
             self._writer.write(self._encryptor.finalize())
             self._writer.commit()
-            if self._staged is not None:
-                os.close(self._staged)
-                self._staged = None
         except BaseException:
             self.abort()
             raise
@@ -109,8 +93,3 @@ class UploadSink:
 
     def abort(self) -> None:
         self._writer.abort()
-        if self._staged is not None:
-            os.close(self._staged)
-            self._staged = None
-        if self._staged_path is not None:
-            self._staged_path.unlink(missing_ok=True)
