@@ -2,7 +2,8 @@
 
 One reader for all of them: a missing file is ``PathNotFoundError``; anything
 but a regular file (a FIFO, ``/dev/zero``) and anything over the caller's size
-limit is refused before it is read, so no input can exhaust memory or hang.
+limit is refused before it is read, so no input can exhaust memory or hang. Files
+that hold secrets (keyrings, private keys) must also be closed to group and others.
 """
 
 from __future__ import annotations
@@ -10,37 +11,56 @@ from __future__ import annotations
 import os
 import stat
 
-from bastion.errors import InputError, PathNotFoundError
+from bastion.errors import BastionError, InputError, PathNotFoundError
 
 __all__ = ["read_input"]
 
 
-def read_input(path: str | os.PathLike[str], what: str, *, limit: int) -> bytes:
-    """The bytes of ``path``, which must be a regular file of at most ``limit`` bytes."""
+def read_input(
+    path: str | os.PathLike[str],
+    what: str,
+    *,
+    limit: int,
+    private: bool = False,
+    error: type[BastionError] = InputError,
+) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most ``limit`` bytes.
+
+    With ``private``, the file holds a secret: group and others must have no access
+    (mode 0600 or stricter). Failures raise ``error`` (a missing file is
+    :class:`PathNotFoundError` when ``error`` is the default :class:`InputError`).
+    """
     shown = repr(os.fspath(path))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise PathNotFoundError(f"{what} {shown} does not exist") from None
+        missing = PathNotFoundError if error is InputError else error
+        raise missing(f"{what} {shown} does not exist") from None
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "the path is not valid"
-        raise InputError(f"cannot read {what} {shown}: {reason}") from exc
+        raise error(f"cannot read {what} {shown}: {reason}") from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{what} {shown} is not a regular file")
+            raise error(f"{what} {shown} is not a regular file; point to the file itself")
+        if private and st.st_mode & 0o077:
+            raise error(
+                f"{what} {shown} is accessible to group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {os.fspath(path)}` and check "
+                "who read it"
+            )
         if st.st_size > limit:
-            raise InputError(f"{what} {shown} is too large ({st.st_size} bytes; at most {limit})")
+            raise error(f"{what} {shown} is too large ({st.st_size} bytes; at most {limit})")
         chunks = []
         remaining = limit + 1
         while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
             chunks.append(chunk)
             remaining -= len(chunk)
     except OSError as exc:
-        raise InputError(f"cannot read {what} {shown}: {exc.strerror}") from exc
+        raise error(f"cannot read {what} {shown}: {exc.strerror}") from exc
     finally:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > limit:
-        raise InputError(f"{what} {shown} is too large (at most {limit} bytes)")
+        raise error(f"{what} {shown} is too large (at most {limit} bytes)")
     return data

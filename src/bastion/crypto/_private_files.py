@@ -15,9 +15,9 @@ import contextlib
 import errno
 import os
 import secrets
-import stat
 from pathlib import Path
 
+from bastion._files import read_input
 from bastion.errors import BastionError
 
 __all__ = ["read_private_file", "write_file_atomically"]
@@ -27,37 +27,7 @@ _OPEN_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 def read_private_file(path: Path, what: str, *, limit: int, error: type[BastionError]) -> bytes:
     """The bytes of ``path``: a regular file of at most ``limit`` bytes, mode 0600 or stricter."""
-    shown = repr(str(path))
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise error(f"{what} {shown} does not exist") from None
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "the path is not valid"
-        raise error(f"cannot read {what} {shown}: {reason}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise error(f"{what} {shown} is not a regular file; point to the file itself")
-        if st.st_mode & 0o077:
-            raise error(
-                f"{what} {shown} is accessible to group or others (mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}` and check who read it"
-            )
-        if st.st_size > limit:
-            raise error(f"{what} {shown} is too large ({st.st_size} bytes; at most {limit})")
-        chunks, remaining = [], limit + 1
-        while remaining > 0 and (chunk := os.read(fd, remaining)):
-            chunks.append(chunk)
-            remaining -= len(chunk)
-    except OSError as exc:
-        raise error(f"cannot read {what} {shown}: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > limit:
-        raise error(f"{what} {shown} is too large (at most {limit} bytes)")
-    return data
+    return read_input(path, what, limit=limit, private=True, error=error)
 
 
 def _fsync_directory(directory: Path) -> None:
