@@ -1,53 +1,95 @@
 """7z archives, every member scanned by its content (needs the ``bastion[archives]`` extra).
 
-py7zr parses the headers and decompresses; it never touches the file system here.
-Each member is decompressed through a writer of Bastion's own into an anonymous
-temporary file, keyed by its index in the archive (a member's name is shown in
-findings, never joined to a path), and scanned as soon as it is complete, so at most
-one member is spooled at a time. py7zr's ``extract`` is not used: it resolves member
-names against the working directory and gives up on the whole archive at the first
-unsafe name, which would hide the other members.
+py7zr parses the headers and decompresses, but never in this process: py7zr builds
+a 7z's whole member list before any limit applies, so a small hostile header could
+cost gigabytes. It runs in a short-lived child (``_sevenzip_child.py``, started with
+``python -I`` and an empty environment) whose address space, data and CPU time are
+capped (:class:`ChildLimits`); the parent waits at most ``idle_seconds`` for each of
+its answers. The child lists the members (at most ``max_members``) and, one solid
+block at a time as the parent asks, streams each member's bytes back through a pipe.
+A child that runs out of memory, CPU or time is a ``scan.limit`` finding, one that
+crashes or talks nonsense ``scan.incomplete``: never an exception, never a pass.
 
-Before anything is decompressed, each member's declared size is checked against the
-file's unpack budget and each solid block's compression ratio (bombs are
-``scan.limit`` findings). py7zr never writes more than a member's declared size, and
-the writers enforce the budget again as the bytes arrive. Solid blocks are extracted
-one at a time, so a block that cannot be decompressed leaves the others scanned.
-Encrypted archives and members, links, special members, unsafe and duplicate names
-are reported as the zip and tar readers report them. Without py7zr a 7z archive is
-``scan.incomplete``, never a pass.
+The parent keeps the judging: each member is spooled into an anonymous temporary
+file, keyed by its index in the archive (a member's name is shown in findings, never
+joined to a path), and scanned as soon as it is complete, so at most one member is
+spooled at a time. Before anything is decompressed, each member's declared size is
+checked against the file's unpack budget and each solid block's compression ratio
+(bombs are ``scan.limit`` findings); the child stops at the budget it is given and
+the parent enforces it again as the bytes arrive. A block that cannot be decompressed
+leaves the others scanned. Encrypted archives and members, links, special members,
+unsafe and duplicate names are reported as the zip and tar readers report them.
+Without py7zr a 7z archive is ``scan.incomplete``, never a pass.
 """
 
 from __future__ import annotations
 
 import importlib
 import io
-import stat
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from bastion.scanning._context import ScanContext, join_member
 from bastion.scanning._names import check_member_name
 from bastion.scanning._report import Severity
-from bastion.scanning._streams import BudgetExceeded
 
-if TYPE_CHECKING:
-    from py7zr import SevenZipFile
-    from py7zr.archiveinfo import Folder
-    from py7zr.py7zr import ArchiveFile
-
-__all__ = ["Importer", "scan_sevenzip"]
+__all__ = ["ChildLimits", "Importer", "scan_sevenzip"]
 
 #: Imports a module by name (``importlib.import_module``; tests pass one that fails).
 Importer = Callable[[str], ModuleType]
 
 _FORMAT = "7z"
 _INSTALL = "install the archives extra: pip install 'bastion[archives]'"
-#: 7z method ids in the crypto namespace (AES-256, zip and RAR ciphers) start with 0x06.
-_CRYPTO = b"\x06"
+_CHILD = Path(__file__).with_name("_sevenzip_child.py")
+#: Largest frame the parent accepts from the child (data comes in 1 MiB frames).
+_MAX_FRAME = 4 << 20
+_KINDS = frozenset({"file", "dir", "link", "special"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChildLimits:
+    """What the py7zr child process may use."""
+
+    memory: int = 512 << 20
+    """Address space and data segment (``RLIMIT_AS``, ``RLIMIT_DATA``), in bytes."""
+    cpu_seconds: int = 120
+    """CPU time (``RLIMIT_CPU``)."""
+    idle_seconds: float = 120.0
+    """Longest wait for the child's next answer before it is killed."""
+
+
+class _Member(NamedTuple):
+    """What the child says about one member (validated by :func:`_member`)."""
+
+    number: int
+    name: str
+    kind: str
+    empty: bool
+    block: int | None
+    encrypted: bool
+    uncompressed: int
+    packed: int
+
+
+class _ChildGone(Exception):
+    """The child stopped answering; ``limit`` when a resource limit stopped it."""
+
+    def __init__(self, reason: str, *, limit: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.limit = limit
 
 
 def scan_sevenzip(
@@ -57,84 +99,195 @@ def scan_sevenzip(
     depth: int,
     *,
     importer: Importer = importlib.import_module,
+    child: ChildLimits = ChildLimits(),
 ) -> None:
     """Scan every member of the 7z archive ``stream`` by its content, one container deeper."""
     try:
-        py7zr = importer("py7zr")
+        importer("py7zr")
     except ImportError:
-        ctx.incomplete(
-            f"7z archive cannot be scanned: py7zr is not installed ({_INSTALL})",
-            format=_FORMAT,
-            member=member,
-        )
+        _not_installed(ctx, member)
         return
     size = stream.seek(0, io.SEEK_END)
     stream.seek(0)
-    try:
-        archive: SevenZipFile = py7zr.SevenZipFile(stream, "r")
-    except py7zr.PasswordRequired:
-        ctx.add(
-            "7z.encrypted",
-            Severity.MEDIUM,
-            "archive's header is encrypted: its members cannot be listed or scanned",
-            format=_FORMAT,
-            member=member,
-        )
-        return
-    except Exception as exc:  # hostile input: py7zr raises many kinds of error
-        ctx.incomplete(
-            f"unreadable 7z archive ({_describe(exc)}); not scanned", format=_FORMAT, member=member
-        )
-        return
-    with archive:
-        _Reader(ctx, py7zr, archive, size, member, depth).run()
+    with tempfile.TemporaryFile() as copy:
+        shutil.copyfileobj(stream, copy, 1 << 20)
+        copy.flush()
+        copy.seek(0)
+        try:
+            channel = _Channel.start(copy.fileno(), child, ctx.limits.max_members)
+        except OSError as exc:
+            ctx.incomplete(
+                f"7z archive cannot be scanned: the reader process did not start ({exc}); "
+                "check that the Python interpreter can be run",
+                format=_FORMAT,
+                member=member,
+            )
+            return
+        with channel:
+            try:
+                _Reader(ctx, channel, size, member, depth).run()
+            except _ChildGone as gone:
+                report = ctx.limit if gone.limit else ctx.incomplete
+                report(
+                    f"7z reader process {gone.reason}; the rest of the archive is not scanned",
+                    format=_FORMAT,
+                    member=member,
+                )
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:200] or 'no detail'}"
+def _not_installed(ctx: ScanContext, member: str | None) -> None:
+    ctx.incomplete(
+        f"7z archive cannot be scanned: py7zr is not installed ({_INSTALL})",
+        format=_FORMAT,
+        member=member,
+    )
+
+
+class _Channel:
+    """The parent's end of the child: reads its frames, each within ``idle_seconds``."""
+
+    def __init__(self, process: subprocess.Popen[bytes], limits: ChildLimits) -> None:
+        self.process = process
+        self.limits = limits
+        assert process.stdout is not None
+        assert process.stdin is not None
+        self.out = process.stdout.fileno()
+        self.commands = process.stdin
+        self.timed_out = False
+        self.killed = False
+
+    @classmethod
+    def start(cls, fd: int, limits: ChildLimits, max_members: int) -> _Channel:
+        if not sys.executable:
+            raise OSError("no Python interpreter path (sys.executable is empty)")
+        args = [str(fd), str(limits.memory), str(limits.cpu_seconds), str(max_members)]
+        process = subprocess.Popen(
+            [sys.executable, "-I", str(_CHILD), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={},
+            pass_fds=(fd,),
+            close_fds=True,
+        )
+        return cls(process, limits)
+
+    def __enter__(self) -> _Channel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+        try:
+            self.process.wait(timeout=0 if self.timed_out else 5)
+        except subprocess.TimeoutExpired:
+            self.killed = True
+            self.process.kill()
+            self.process.wait()
+
+    def frame(self) -> tuple[bytes, bytes]:
+        """The child's next frame: its type and payload."""
+        head = self._read(5)
+        length = int.from_bytes(head[1:], "big")
+        if length > _MAX_FRAME:
+            raise self.broken(f"sent a frame of {length} bytes")
+        return head[:1], self._read(length)
+
+    def send(self, command: object) -> None:
+        try:
+            self.commands.write(json.dumps(command).encode() + b"\n")
+            self.commands.flush()
+        except OSError as exc:
+            raise self.gone() from exc
+
+    def _read(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            ready, _, _ = select.select([self.out], [], [], self.limits.idle_seconds)
+            if not ready:
+                self.timed_out = True
+                raise self.gone()
+            chunk = os.read(self.out, size - len(data))
+            if not chunk:
+                raise self.gone()
+            data += chunk
+        return bytes(data)
+
+    def broken(self, what: str) -> _ChildGone:
+        self.stop()
+        return _ChildGone(f"failed ({what})", limit=False)
+
+    def gone(self) -> _ChildGone:
+        """Why the child stopped: a resource limit, a time-out or a crash."""
+        self.stop()
+        code = self.process.returncode
+        if self.timed_out:
+            why = f"gave no answer for {self.limits.idle_seconds:g} seconds and was stopped"
+            return _ChildGone(why, limit=True)
+        if code == 3:
+            why = f"ran out of its {self.limits.memory >> 20} MiB memory limit"
+            return _ChildGone(why, limit=True)
+        if code == -signal.SIGXCPU or (code == -signal.SIGKILL and not self.killed):
+            why = f"ran out of its {self.limits.cpu_seconds} seconds CPU limit (exit {code})"
+            return _ChildGone(why, limit=True)
+        return _ChildGone(f"failed (exit status {code})", limit=False)
+
+
+def _member(index: int, payload: bytes) -> _Member:
+    """One validated member entry (the child reads hostile input: trust none of it)."""
+    entry = json.loads(payload)
+    if not (isinstance(entry, list) and len(entry) == 7):
+        raise ValueError("member entry is not a 7-item list")
+    name, kind, empty, block, encrypted, uncompressed, packed = entry
+    if not (
+        isinstance(name, str)
+        and kind in _KINDS
+        and isinstance(empty, bool)
+        and (block is None or (type(block) is int and block >= 0))
+        and isinstance(encrypted, bool)
+        and type(uncompressed) is int
+        and type(packed) is int
+        and uncompressed >= 0
+        and packed >= 0
+    ):
+        raise ValueError("member entry has wrong types")
+    return _Member(index, name, str(kind), empty, block, encrypted, uncompressed, packed)
 
 
 class _Reader:
-    """Plans which members to decompress, then extracts them one solid block at a time."""
+    """Judges the child's member list, then has it extract one solid block at a time."""
 
     def __init__(
-        self,
-        ctx: ScanContext,
-        py7zr: ModuleType,
-        archive: SevenZipFile,
-        size: int,
-        parent: str | None,
-        depth: int,
+        self, ctx: ScanContext, channel: _Channel, size: int, parent: str | None, depth: int
     ) -> None:
         self.ctx = ctx
-        self.py7zr = py7zr
-        self.archive = archive
+        self.channel = channel
         self.size = size
         self.parent = parent
         self.depth = depth
         self.stopped = False
 
-    def shown(self, info: ArchiveFile) -> str:
-        return join_member(self.parent, str(info.filename))
+    def shown(self, info: _Member) -> str:
+        return join_member(self.parent, info.name)
 
     def run(self) -> None:
-        files = list(self.archive.files)
-        limit = self.ctx.limits.max_members
-        if len(files) > limit:
-            self.ctx.limit(
-                f"7z has {len(files)} members; only the first {limit} are scanned",
-                format=_FORMAT,
-                member=self.parent,
-            )
-            files = files[:limit]
+        try:
+            files = self._listing()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self.channel.broken(f"sent an invalid member list: {exc}") from exc
+        if files is None:
+            return
         self.ctx.mark_scanned(_FORMAT, self.parent)
         self._duplicates(files)
-        blocks: dict[int, list[ArchiveFile]] = {}
+        blocks: dict[int, list[_Member]] = {}
         for info in files:
-            if self._check(info):
-                blocks.setdefault(id(info.folder), []).append(info)
+            if self._check(info) and info.block is not None:
+                blocks.setdefault(info.block, []).append(info)
         block_sizes = _block_sizes(files)
-        self.archive.worker.max_extract_size = self.ctx.unpack_budget()
         for key, members in blocks.items():
             if self.stopped:
                 break
@@ -154,8 +307,50 @@ class _Reader:
                 break
             self._extract(members)
 
-    def _duplicates(self, files: Iterable[ArchiveFile]) -> None:
-        for name, n in Counter(str(info.filename) for info in files).items():
+    def _listing(self) -> list[_Member] | None:
+        """The members the child lists (``None`` when it could list none: reported)."""
+        kind, payload = self.channel.frame()
+        if kind == b"P":
+            self.ctx.add(
+                "7z.encrypted",
+                Severity.MEDIUM,
+                "archive's header is encrypted: its members cannot be listed or scanned",
+                format=_FORMAT,
+                member=self.parent,
+            )
+            return None
+        if kind == b"X":
+            why = json.loads(payload)["why"]
+            self.ctx.incomplete(
+                f"unreadable 7z archive ({str(why)[:300]}); not scanned",
+                format=_FORMAT,
+                member=self.parent,
+            )
+            return None
+        if kind == b"N":
+            _not_installed(self.ctx, self.parent)
+            return None
+        if kind != b"H":
+            raise self.channel.gone()
+        total = json.loads(payload)["total"]
+        if type(total) is not int:
+            raise ValueError("member count is not an integer")
+        limit = self.ctx.limits.max_members
+        files: list[_Member] = []
+        while (frame := self.channel.frame())[0] != b"L":
+            if frame[0] != b"M" or len(files) >= min(limit, total):
+                raise ValueError("unexpected frame in the member list")
+            files.append(_member(len(files), frame[1]))
+        if total > limit:
+            self.ctx.limit(
+                f"7z has {total} members; only the first {limit} are scanned",
+                format=_FORMAT,
+                member=self.parent,
+            )
+        return files
+
+    def _duplicates(self, files: Iterable[_Member]) -> None:
+        for name, n in Counter(info.name for info in files).items():
             if n > 1:
                 self.ctx.add(
                     "7z.duplicate-name",
@@ -166,13 +361,11 @@ class _Reader:
                     member=join_member(self.parent, name),
                 )
 
-    def _check(self, info: ArchiveFile) -> bool:
+    def _check(self, info: _Member) -> bool:
         """Report what the member's header says; whether its bytes should be scanned."""
-        name = str(info.filename)
         shown = self.shown(info)
-        check_member_name(self.ctx, name, _FORMAT, shown, "7z")
-        kind = _kind(info)
-        if kind == "link":
+        check_member_name(self.ctx, info.name, _FORMAT, shown, "7z")
+        if info.kind == "link":
             self.ctx.add(
                 "7z.symlink",
                 Severity.HIGH,
@@ -182,7 +375,7 @@ class _Reader:
                 member=shown,
             )
             return False
-        if kind == "special":
+        if info.kind == "special":
             self.ctx.add(
                 "7z.special-member",
                 Severity.MEDIUM,
@@ -191,19 +384,18 @@ class _Reader:
                 member=shown,
             )
             return False
-        if info.emptystream:
-            if kind == "file":
+        if info.empty:
+            if info.kind == "file":
                 self.ctx.nested(io.BytesIO(), shown, self.depth + 1)
             return False
-        folder = _folder(info)
-        if folder is None:
+        if info.block is None:
             self.ctx.incomplete(
                 "member has data but the archive holds no stream for it; not scanned",
                 format=_FORMAT,
                 member=shown,
             )
             return False
-        if any(bytes(coder.get("method", b""))[:1] == _CRYPTO for coder in folder.coders):
+        if info.encrypted:
             self.ctx.add(
                 "7z.encrypted",
                 Severity.MEDIUM,
@@ -214,7 +406,7 @@ class _Reader:
             return False
         return True
 
-    def _over_budget(self, info: ArchiveFile) -> None:
+    def _over_budget(self, info: _Member) -> None:
         self.stopped = True
         self.ctx.limit(
             f"the file unpacks to more than {self.ctx.limits.max_unpacked_bytes} bytes; this "
@@ -223,91 +415,103 @@ class _Reader:
             member=self.shown(info),
         )
 
-    def _extract(self, members: list[ArchiveFile]) -> None:
-        """Decompress one solid block's ``members``, scanning each as it completes."""
-        worker = self.archive.worker
-        sink = _Sink(self, {str(info.id): info for info in members})
-        for info in members:
-            worker.register_filelike(info.id, self.py7zr.io.MemIO(str(info.id), sink))
-        crc_error = self.py7zr.exceptions.CrcError
-        bomb = getattr(self.py7zr, "DecompressionBombError", BudgetExceeded)  # py7zr >= 1.0
+    def _extract(self, members: list[_Member]) -> None:
+        """Have the child decompress one solid block's ``members``, scanning each as it
+        completes."""
+        sink = _Sink(self, {info.number: info for info in members})
         try:
-            worker.extract(self.archive.fp, None, parallel=False)
-        except (BudgetExceeded, bomb):
+            self.channel.send([self.ctx.unpack_budget(), [info.number for info in members]])
+            status = sink.receive()
+        except _ChildGone as gone:
             sink.discard()
-            self._over_budget(members[0])
-        except crc_error:
-            sink.finish_pending(crc=True, why="CRC mismatch")
-        except Exception as exc:  # hostile input: py7zr raises many kinds of error
-            sink.finish_pending(crc=False, why=_describe(exc))
-        else:
-            sink.finish_pending(crc=False, why=None)
+            self._lost(members, sink, gone)
+            raise
         finally:
             sink.discard()
-            for info in members:
-                worker.register_filelike(info.id, None)
-        if self.stopped:
+        if status is None:  # over the budget
+            self._over_budget(members[0])
             return
         for info in members:
-            if str(info.id) not in sink.done:
+            if info.number not in sink.done:
                 self.ctx.incomplete(
                     f"7z member could not be decompressed ({sink.error or 'no data'}); not scanned",
                     format=_FORMAT,
                     member=self.shown(info),
                 )
 
+    def _lost(self, members: list[_Member], sink: _Sink, gone: _ChildGone) -> None:
+        self.stopped = True
+        report = self.ctx.limit if gone.limit else self.ctx.incomplete
+        for info in members:
+            if info.number not in sink.done:
+                report(
+                    f"7z reader process {gone.reason}; member not scanned",
+                    format=_FORMAT,
+                    member=self.shown(info),
+                )
+
 
 class _Spool:
-    """What py7zr writes one member into: an anonymous temporary file within the budget.
+    """One member's bytes as they arrive: an anonymous temporary file within the budget."""
 
-    Duck-types ``py7zr.io.Py7zIO``; py7zr calls :meth:`close` when the member is complete.
-    """
-
-    def __init__(self, sink: _Sink, key: str) -> None:
-        self.sink = sink
-        self.key = key
+    def __init__(self, index: int) -> None:
+        self.index = index
         self.file: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the sink
         self.written = 0
 
-    def write(self, data: bytes | bytearray) -> int:
-        if self.written + len(data) > self.sink.reader.ctx.unpack_budget():
-            raise BudgetExceeded(self.written + len(data))
-        self.written += len(data)
-        return self.file.write(data)
-
-    def read(self, size: int | None = None) -> bytes:
-        return self.file.read(-1 if size is None else size)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self.file.seek(offset, whence)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def size(self) -> int:
-        return self.written
-
-    def close(self) -> None:
-        self.sink.finish(self, note=None)
-
 
 class _Sink:
-    """Hands out a spool per member (py7zr's writer factory) and scans each when done."""
+    """Receives one block's frames from the child and scans each member when done."""
 
-    def __init__(self, reader: _Reader, members: dict[str, ArchiveFile]) -> None:
+    def __init__(self, reader: _Reader, members: dict[int, _Member]) -> None:
         self.reader = reader
         self.members = members
         self.pending: _Spool | None = None
-        self.done: set[str] = set()
+        self.done: set[int] = set()
         self.error: str | None = None
 
-    def create(self, filename: str) -> _Spool:
-        if filename not in self.members:
-            raise KeyError(f"py7zr asked for an unplanned member {filename!r}")
-        if self.pending is not None:  # py7zr versions that do not call close()
-            self.finish(self.pending, note=None)
-        self.pending = _Spool(self, filename)
-        return self.pending
+    def receive(self) -> str | None:
+        """Read frames up to the block's status; ``None`` when the budget ran out."""
+        channel = self.reader.channel
+        while True:
+            kind, payload = channel.frame()
+            if kind == b"B":
+                index = int(payload) if payload.isdigit() and len(payload) < 20 else -1
+                if index not in self.members or index in self.done:
+                    raise channel.broken("named a member it was not asked for")
+                if self.pending is not None:
+                    self.finish(self.pending, note=None)
+                self.pending = _Spool(index)
+            elif kind == b"D" and self.pending is not None:
+                spool = self.pending
+                if spool.written + len(payload) > self.reader.ctx.unpack_budget():
+                    self.discard()
+                    return None
+                spool.written += len(payload)
+                spool.file.write(payload)
+            elif kind == b"E" and self.pending is not None:
+                self.finish(self.pending, note=None)
+            elif kind == b"K":
+                return self._status(payload)
+            elif kind == b"O":
+                raise channel.gone()
+            else:
+                raise channel.broken(f"sent an unexpected frame {kind!r}")
+
+    def _status(self, payload: bytes) -> str | None:
+        try:
+            status = json.loads(payload)
+            state, why = str(status["status"]), status["why"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self.reader.channel.broken("sent an invalid block status") from exc
+        if state == "budget":
+            self.discard()
+            return None
+        if state == "ok":
+            self.finish_pending(crc=False, why=None)
+        else:
+            self.finish_pending(crc=state == "crc", why=str(why)[:300])
+        return state
 
     def discard(self) -> None:
         if self.pending is not None:
@@ -315,7 +519,7 @@ class _Sink:
             self.pending = None
 
     def finish_pending(self, *, crc: bool, why: str | None) -> None:
-        """Scan the member py7zr was writing when it stopped (``why``: the error, if any)."""
+        """Scan the member the child was writing when it stopped (``why``: the error)."""
         self.error = why
         if self.pending is not None:
             self.finish(self.pending, note=None if why is None else (crc, why))
@@ -324,11 +528,9 @@ class _Sink:
         """Scan what ``spool`` holds; ``note`` says why it may be incomplete or corrupt."""
         if spool is self.pending:
             self.pending = None
-        if spool.key in self.done:
-            return
-        self.done.add(spool.key)
+        self.done.add(spool.index)
         reader = self.reader
-        shown = reader.shown(self.members[spool.key])
+        shown = reader.shown(self.members[spool.index])
         with spool.file as data:
             reader.ctx.unpacked += spool.written
             data.seek(0)
@@ -350,40 +552,12 @@ class _Sink:
             reader.ctx.nested(data, shown, reader.depth + 1)
 
 
-def _kind(info: ArchiveFile) -> str:
-    """``file``, ``dir``, ``link`` or ``special``, from the Unix mode when there is one."""
-    fmt = info.st_fmt
-    if fmt:
-        if fmt == stat.S_IFLNK:
-            return "link"
-        if fmt == stat.S_IFDIR:
-            return "dir"
-        return "file" if fmt == stat.S_IFREG else "special"
-    if info.is_symlink or info.is_junction:
-        return "link"
-    return "dir" if info.is_directory else "file"
-
-
-def _folder(info: ArchiveFile) -> Folder | None:
-    """The member's solid block; py7zr types it as always present, but an empty member has
-    none, nor has a member of an archive without streams."""
-    return info.folder
-
-
-def _block_sizes(files: Iterable[ArchiveFile]) -> dict[int, tuple[int, int]]:
-    """Each solid block's declared (unpacked, packed) sizes, keyed by the block's identity."""
+def _block_sizes(files: Iterable[_Member]) -> dict[int, tuple[int, int]]:
+    """Each solid block's declared (unpacked, packed) sizes, keyed by the block's number."""
     sizes: dict[int, tuple[int, int]] = {}
     for info in files:
-        if _folder(info) is None:
+        if info.block is None:
             continue
-        unpacked, packed = sizes.get(id(info.folder), (0, _packed(info)))
-        sizes[id(info.folder)] = (unpacked + max(0, info.uncompressed or 0), packed)
+        unpacked, packed = sizes.get(info.block, (0, info.packed))
+        sizes[info.block] = (unpacked + info.uncompressed, packed)
     return sizes
-
-
-def _packed(info: ArchiveFile) -> int:
-    properties: dict[str, Any] = dict(info.file_properties())
-    packsizes = properties.get("packsizes")
-    if isinstance(packsizes, list) and all(isinstance(n, int) for n in packsizes):
-        return max(0, sum(packsizes))
-    return 0
