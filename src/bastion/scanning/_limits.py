@@ -27,3 +27,9 @@ class Limits:
     """Total bytes decompressed from one file, across all its members."""
     max_ratio: int = 1_000
     """Largest decompressed/compressed ratio of one member before it counts as a bomb."""
+    archive_reader_memory: int = 512 << 20
+    """Memory (address space) of the child process that reads a 7z archive."""
+    archive_reader_cpu_seconds: int = 120
+    """CPU time of that child process."""
+    archive_reader_idle_seconds: float = 120.0
+    """Longest wait for that child's next answer before it is stopped."""

@@ -99,9 +99,18 @@ def scan_sevenzip(
     depth: int,
     *,
     importer: Importer = importlib.import_module,
-    child: ChildLimits = ChildLimits(),
+    child: ChildLimits | None = None,
 ) -> None:
-    """Scan every member of the 7z archive ``stream`` by its content, one container deeper."""
+    """Scan every member of the 7z archive ``stream`` by its content, one container deeper.
+
+    ``child`` defaults to the archive-reader limits of the scan's :class:`Limits`.
+    """
+    if child is None:
+        child = ChildLimits(
+            ctx.limits.archive_reader_memory,
+            ctx.limits.archive_reader_cpu_seconds,
+            ctx.limits.archive_reader_idle_seconds,
+        )
     try:
         importer("py7zr")
     except ImportError:

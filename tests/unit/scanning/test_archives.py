@@ -599,3 +599,10 @@ def test_mutated_lzma_zip_gives_findings_not_exceptions(
 
 
 LZMA_ZIP_SEED = lzma_zip({"a.pkl": EVIL_PICKLE, "b.txt": b"text " * 100})
+
+
+def test_the_archive_reader_limits_come_from_the_scan_limits(tmp_path: Path) -> None:
+    data = sevenzip({"m.pkl": BENIGN_PICKLE})
+    assert scan_bytes(tmp_path, data, "ok.7z").findings == []
+    starved = scan_bytes(tmp_path, data, "starved.7z", archive_reader_idle_seconds=0.001)
+    assert {f.rule_id for f in starved.findings} == {"scan.limit"}
