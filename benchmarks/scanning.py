@@ -560,7 +560,9 @@ def corpus_details(
         for s in corpus:
             verdicts = "  ".join(f"{r.runs[s.name].verdict:<10}" for r in results)
             expected = "detected" if s.malicious else "clean"
-            lines.append(f"{s.path.parent.name[0]}/{s.name:<48}  {expected:<9}  {verdicts}")
+            # b/ or m/, its top folder (a sharded sample's path is one folder deeper).
+            where = "m" if s.malicious else "b"
+            lines.append(f"{where}/{s.name:<48}  {expected:<9}  {verdicts}")
     return lines
 
 
