@@ -29,7 +29,6 @@ _UPLOAD_PUT = re.compile(r"/api/v1/uploads/[^/]+/files/")
 #: GET routes recorded although they change nothing: pulls and audit exports.
 AUDITED_READS = frozenset({"version.pull", "audit.export"})
 #: What the audit log refuses in its text fields: control, bidirectional and surrogate characters.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -208,18 +207,13 @@ class AuditMiddleware:
         details: dict[str, Any] = {"method": scope["method"], "status": status}
         if state.get("error_code"):
             details["error"] = state["error_code"]
-        details.update(
-            {
-                k: _printable(v) if isinstance(v, str) else v
-                for k, v in state.get("audit_details", {}).items()
-            }
-        )
+        details.update(state.get("audit_details", {}))
         client = scope.get("client")
         try:
             self.services.audit.record(
                 actor=principal.actor if principal is not None else "anonymous",
                 action=action,
-                resource=_printable(state.get("audit_resource") or _resource(scope))[:512],
+                resource=state.get("audit_resource") or _resource(scope),
                 outcome=outcome,
                 source=client[0] if client else "unknown",
                 request_id=request_id,
@@ -228,11 +222,6 @@ class AuditMiddleware:
         except Exception:
             log.exception("could not write the audit entry for request %s", request_id)
             raise
-
-
-def _printable(text: str) -> str:
-    """Caller-supplied text (names, paths) with unprintable characters escaped as ``\\uXXXX``."""
-    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _resource(scope: Scope) -> str:
