@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion._net import is_loopback
 from bastion.errors import UsageError
 
 __all__ = ["ServerSettings"]
@@ -32,7 +32,7 @@ class ServerSettings:
     checkpoint_seconds: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.insecure_http and not _loopback(self.host):
+        if self.insecure_http and not is_loopback(self.host):
             raise UsageError(
                 "--insecure-http is only for loopback development; bind 127.0.0.1 or use TLS"
             )
@@ -60,12 +60,3 @@ class ServerSettings:
     @property
     def scheme(self) -> str:
         return "http" if self.insecure_http else "https"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

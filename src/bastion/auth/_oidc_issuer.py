@@ -9,7 +9,6 @@ an algorithm outside the asymmetric allowlist is an :class:`InputError`.
 
 from __future__ import annotations
 
-import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -17,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from bastion._net import is_loopback
 from bastion.auth._jwk import ALGORITHMS
 from bastion.errors import InputError
 
@@ -35,15 +35,6 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
 }
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def is_acceptable_url(url: str, *, allow_loopback_http: bool = True) -> bool:
     """HTTPS with a host and no credentials or fragment; plain HTTP only to loopback."""
     try:
@@ -56,7 +47,7 @@ def is_acceptable_url(url: str, *, allow_loopback_http: bool = True) -> bool:
         return False
     if parts.scheme == "https":
         return True
-    return parts.scheme == "http" and allow_loopback_http and _is_loopback(host)
+    return parts.scheme == "http" and allow_loopback_http and is_loopback(host)
 
 
 def _name(value: object, key: str) -> str:

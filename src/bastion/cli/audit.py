@@ -190,9 +190,10 @@ def _stored_checkpoints(lines: Iterable[str]) -> list[SignedCheckpoint]:
 
 
 def _witness_path(url: str) -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    from bastion.client import config_dir
+
     name = hashlib.sha256(url.encode()).hexdigest()[:32]
-    return Path(base) / "bastion" / "witness" / f"{name}.json"
+    return config_dir() / "witness" / f"{name}.json"
 
 
 def _load_witness(path: Path, key_id: str) -> SignedCheckpoint | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from bastion._files import read_input
 from bastion.errors import InputError, UsageError
 
-__all__ = ["Login", "login_path", "resolve_login", "save_login"]
+__all__ = ["Login", "config_dir", "login_path", "resolve_login", "save_login"]
 
 _MAX_LOGIN_FILE = 64 << 10
 
@@ -28,9 +28,14 @@ class Login:
         return f"Login(url={self.url!r}, token={'<set>' if self.token else None}, ca={self.ca!r})"
 
 
-def login_path() -> Path:
+def config_dir() -> Path:
+    """Where the client keeps its state: ``$XDG_CONFIG_HOME/bastion`` (``~/.config/bastion``)."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "bastion" / "login.json"
+    return Path(base) / "bastion"
+
+
+def login_path() -> Path:
+    return config_dir() / "login.json"
 
 
 def save_login(login: Login) -> Path:
