@@ -7,8 +7,10 @@ Imported by the scripts in this folder (``python benchmarks/NAME.py`` puts the f
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,3 +56,29 @@ def parse_common(parser: argparse.ArgumentParser, argv: Sequence[str] | None) ->
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     return args
+
+
+def machine() -> str:
+    """``CPU model, N CPUs, RAM, Python version``: the first half of every script's machine line."""
+    cpu = platform.processor() or platform.machine() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, {human_bytes(memory)} RAM, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def warm(files: Iterable[Path]) -> None:
+    """Read every file once, like ``cat FILES > /dev/null``: timings are warm-cache."""
+    buffer = bytearray(CHUNK)
+    for path in files:
+        with path.open("rb", buffering=0) as fh:
+            while fh.readinto(buffer):
+                pass

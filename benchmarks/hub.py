@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -59,13 +58,14 @@ import numpy as np
 
 import bastion
 from _bench import (
-    CHUNK,
     MIB,
     BenchError,
     add_common_options,
     human_bytes,
     log,
+    machine,
     parse_common,
+    warm,
 )
 from bastion.client._transfer import _CHUNK as SDK_CHUNK
 
@@ -175,15 +175,6 @@ def write_safetensors(path: Path, size: int, *, seed: int) -> None:
             fh.write(rng.standard_normal(step, dtype=np.float32).tobytes())
             left -= step
     tmp.replace(path)
-
-
-def warm(files: Sequence[Path]) -> None:
-    """Read every file once, like ``cat FILES > /dev/null``: timings are warm-cache."""
-    buffer = bytearray(CHUNK)
-    for path in files:
-        with path.open("rb", buffering=0) as fh:
-            while fh.readinto(buffer):
-                pass
 
 
 def sizes_of(root: Path, names: Sequence[str]) -> list[int]:
@@ -614,17 +605,9 @@ def mb_per_s(nbytes: int, seconds: float) -> float:
 
 
 def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     load = os.getloadavg()[0]
     return (
-        f"machine: {cpu}, {os.cpu_count()} CPUs, {human_bytes(memory)} RAM, "
-        f"Python {platform.python_version()}, {ssl.OPENSSL_VERSION}; "
+        f"machine: {machine()}, {ssl.OPENSSL_VERSION}; "
         f"1-minute load average {load:.2f} before the runs"
     )
 

@@ -46,7 +46,6 @@ from datetime import date
 from pathlib import Path
 
 from _bench import (
-    CHUNK,
     GB,
     MIB,
     REPO,
@@ -54,7 +53,9 @@ from _bench import (
     add_common_options,
     human_bytes,
     log,
+    machine,
     parse_common,
+    warm,
 )
 
 #: fickling 0.1.12 imports typing_extensions without declaring it; modelscan 0.8.8 reads
@@ -139,14 +140,6 @@ def output_of(*argv: str | Path, cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return (done.stdout or done.stderr).strip()
-
-
-def warm(path: Path) -> None:
-    """Read the file once, like ``cat FILE > /dev/null``: timings are warm-cache."""
-    buffer = bytearray(CHUNK)
-    with path.open("rb", buffering=0) as fh:
-        while fh.readinto(buffer):
-            pass
 
 
 # --- the inputs --------------------------------------------------------------------------
@@ -446,7 +439,7 @@ def measure_inputs(
     cases = []
     for item in inputs:
         log(f"measuring: {item.title} ({runs} round(s))")
-        warm(item.path)
+        warm([item.path])
         rows = [Row(tool, item) for tool in tools]
         for _ in range(runs):
             for row in rows:
@@ -621,23 +614,13 @@ def header(
     quick: bool,
     load: tuple[float, float],
 ) -> list[str]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     libraries = "import numpy, torch; print(numpy.__version__, torch.__version__)"
     writers = output_of(sys.executable, "-c", libraries) or "unknown unknown"
     numpy_version, torch_version = writers.split()
     malicious = sum(s.malicious for s in corpus)
     lines = [
         f"Bastion scanning benchmark, {date.today():%Y-%m-%d}" + (", QUICK" if quick else ""),
-        f"machine: {cpu}, {os.cpu_count()} CPUs, {human_bytes(memory)} RAM, "
-        f"Python {sys.version.split()[0]}; 1-minute load average {load[0]:.2f} before the "
+        f"machine: {machine()}; 1-minute load average {load[0]:.2f} before the "
         f"runs, {load[1]:.2f} after",
         f"bastion source: {bastion_source()}",
         *(f"{t.name}: {t.version}" for t in tools),

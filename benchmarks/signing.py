@@ -50,7 +50,9 @@ from _bench import (
     add_common_options,
     human_bytes,
     log,
+    machine,
     parse_common,
+    warm,
 )
 
 SETTLE_SECONDS = 2.5  # the digest cache ignores files changed in the last 2 seconds
@@ -180,15 +182,6 @@ def write_file(path: Path, content: int | bytes) -> None:
             while left:
                 left -= fh.write(os.urandom(min(left, CHUNK)))
     tmp.replace(path)
-
-
-def warm(files: Sequence[Path]) -> None:
-    """Read every file once, like ``cat FILES > /dev/null``: timings are warm-cache."""
-    buffer = bytearray(CHUNK)
-    for path in files:
-        with path.open("rb", buffering=0) as fh:
-            while fh.readinto(buffer):
-                pass
 
 
 def wait_until_settled(files: Sequence[Path]) -> None:
@@ -791,19 +784,9 @@ def render_targets(sections: Sequence[Section], memory_flat: bool | None) -> lis
 def header(
     tools: Tools, models: Sequence[Model], runs: int, quick: bool, load: tuple[float, float]
 ) -> list[str]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     lines = [
         f"Bastion signing benchmark, {date.today():%Y-%m-%d}" + (", QUICK" if quick else ""),
-        f"machine: {cpu}, {os.cpu_count()} CPUs, {human_bytes(memory)} RAM, "
-        f"Python {sys.version.split()[0]}; 1-minute load average {load[0]:.2f} before the "
+        f"machine: {machine()}; 1-minute load average {load[0]:.2f} before the "
         f"runs, {load[1]:.2f} after",
         *(f"{name}: {version}" for name, version in tools.versions().items()),
         *(f"{m.title}: {m.description}, {m.nbytes / GB:.3f} GB" for m in models),
