@@ -300,6 +300,8 @@ class RequestContext:
 
     def __post_init__(self) -> None:
         try:
+            if not isinstance(self.source_ip, str):  # ip_address(True) would be 0.0.0.1
+                raise TypeError("not a string")
             ipaddress.ip_address(self.source_ip)
         except (ValueError, TypeError) as exc:
             raise InputError(f"source_ip {self.source_ip!r} is not an IP address") from exc
