@@ -29,6 +29,8 @@ exceptions never escape a public function: they are wrapped with
     ├── IntegrityError                exit 1  integrity_failed   stored data or audit log tampered
     ├── AuthenticationError           exit 4  unauthenticated    no, unknown, expired or revoked key
     ├── PermissionDeniedError         exit 4  forbidden          authenticated, but not allowed
+    │   └── StepUpRequiredError       exit 4  step_up_required   needs a fresh MFA code first
+    ├── RateLimitedError              exit 4  rate_limited       too many requests or logins; wait
     ├── HubUnavailableError           exit 5  hub_unavailable    hub unreachable or out of service
     ├── StorageFullError              exit 5  storage_full       the hub's disk is full
     └── InternalError                 exit 3  internal
@@ -65,6 +67,8 @@ __all__ = [
     "PermissionDeniedError",
     "PolicyError",
     "QuarantinedError",
+    "RateLimitedError",
+    "StepUpRequiredError",
     "StorageFullError",
     "TrustPolicyError",
     "UsageError",
@@ -226,6 +230,27 @@ class PermissionDeniedError(BastionError):
 
     code = "forbidden"
     exit_code = 4
+
+
+class StepUpRequiredError(PermissionDeniedError):
+    """A sensitive action needs a session whose MFA is recent: give a fresh code (step-up)."""
+
+    code = "step_up_required"
+    exit_code = 4
+
+
+class RateLimitedError(BastionError):
+    """Too many requests, or too many failed logins: wait ``retry_after`` seconds."""
+
+    code = "rate_limited"
+    exit_code = 4
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "retry_after": self.retry_after}
 
 
 class HubUnavailableError(BastionError):

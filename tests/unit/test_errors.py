@@ -30,4 +30,12 @@ def test_codes_are_unique_and_documented_with_their_exit_codes() -> None:
 def test_every_error_is_public_and_serialisable() -> None:
     for cls in _error_classes():
         assert getattr(bastion, cls.__name__) is cls
-        assert cls("what went wrong").to_dict() == {"code": cls.code, "message": "what went wrong"}
+        body = cls("what went wrong").to_dict()
+        assert {k: body[k] for k in ("code", "message")} == {
+            "code": cls.code,
+            "message": "what went wrong",
+        }
+        # Only errors that carry more say more: how long to wait.
+        assert set(body) - {"code", "message"} == (
+            {"retry_after"} if cls is bastion.RateLimitedError else set()
+        )

@@ -1,28 +1,46 @@
-"""API keys: shown once, stored as a hash, compared in constant time, expiring, revocable.
+"""API keys (service accounts): shown once, stored hashed, scoped, expiring, rotatable, revocable.
 
-A key reads ``bst_<id>_<secret>``: the id finds the row, and the secret
-(256 random bits) is checked against the stored SHA-256 of it with
-:func:`hmac.compare_digest`. A slow password hash is not needed for a secret
-of that entropy. An unknown id costs the same comparison as a known one.
+A key reads ``bst_<id>_<secret>``: the id finds the row, and the secret (256 random bits)
+is checked against the stored SHA-256 of it with :func:`hmac.compare_digest`. A slow
+password hash is not needed for a secret of that entropy. An unknown id costs the same
+comparison as a known one.
+
+A key holds roles on namespaces and a *scope*: the actions (or action groups) it may use
+at all, whatever its roles allow. ``*`` in a scope names every action. Rotation gives the
+key a new secret; the old one stops working at once.
+
+Authenticated keys are remembered for ``cache_seconds`` (default 5), so a busy caller does
+not cost a database query per request. Revoking or rotating through this store forgets the
+key at once; another hub process sharing the database notices within ``cache_seconds``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from bastion.auth._roles import ALL_NAMESPACES, ROLES, Principal, Role
+from bastion.auth._policy_schema import (
+    ACTION_GROUPS,
+    ACTIONS,
+    ALL_NAMESPACES,
+    POLICY_ROLES,
+    PolicyRole,
+)
+from bastion.auth._principal import Principal
 from bastion.db import ApiKey, Database, RoleBinding, aware, iso
 from bastion.errors import AuthenticationError, InputError, NotFoundError
 
-__all__ = ["ApiKeyStore", "IssuedKey", "parse_token"]
+__all__ = ["ROLE_SCOPES", "ApiKeyStore", "IssuedKey", "check_scope", "parse_token"]
 
 PREFIX = "bst_"
 _TOKEN = re.compile(r"bst_([a-z2-7]{16})_([A-Za-z0-9_-]{43})")
@@ -30,6 +48,17 @@ _DUMMY_HASH = hashlib.sha256(b"bastion: no such key").digest()
 #: last_used_at is written at most this often per key, not on every request.
 _LAST_USED_EVERY = timedelta(seconds=60)
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
+_MAX_CACHED = 10_000
+#: The scope a key gets when none is asked for: what its roles are for.
+ROLE_SCOPES: dict[str, tuple[str, ...]] = {
+    "admin": ("*",),
+    "publisher": ("consume", "publish", "version.push"),
+    "deployer": ("browse", "deploy"),
+    "consumer": ("consume",),
+    "invoker": ("invoke",),
+    "auditor": ("audit",),
+}
+_REFUSED = "the API key is unknown, expired or revoked; ask an administrator for a new one"
 
 
 def parse_token(token: str) -> tuple[str, str]:
@@ -42,41 +71,77 @@ def parse_token(token: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def check_scope(scope: Sequence[str]) -> tuple[str, ...]:
+    """A validated scope: action names, action groups, or ``*``."""
+    if not scope:
+        raise InputError("an API key's scope names at least one action (or '*')")
+    for item in scope:
+        if item != "*" and item not in ACTIONS and item not in ACTION_GROUPS:
+            raise InputError(
+                f"scope {str(item)[:64]!r} is not an action or an action group; "
+                f"groups are {', '.join(ACTION_GROUPS)}; actions are listed in docs/policy.md"
+            )
+    return tuple(dict.fromkeys(scope))
+
+
+def _check_roles(bindings: Sequence[tuple[str, str]]) -> tuple[tuple[str, PolicyRole], ...]:
+    if not bindings:
+        raise InputError("an API key needs at least one role on a namespace")
+    out: list[tuple[str, PolicyRole]] = []
+    for namespace, role in bindings:
+        if role not in POLICY_ROLES:
+            raise InputError(f"unknown role {role!r}; use one of {', '.join(POLICY_ROLES)}")
+        if not namespace:
+            raise InputError("a role binding needs a namespace (or '*')")
+        out.append((namespace, _role(role)))
+    return tuple(dict.fromkeys(out))
+
+
 def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
 @dataclass(frozen=True, slots=True)
 class IssuedKey:
-    """A new key: ``token`` is shown once and never stored."""
+    """A new (or rotated) key: ``token`` is shown once and never stored."""
 
     key_id: str
     name: str
     token: str
     expires_at: datetime | None
-    bindings: tuple[tuple[str, Role], ...]
+    bindings: tuple[tuple[str, PolicyRole], ...]
+    scope: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    secret_hash: bytes
+    principal: Principal
+    expires_at: datetime | None
+    until: datetime
 
 
 class ApiKeyStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, cache_seconds: float = 5.0) -> None:
         self._db = db
+        self._cache_for = timedelta(seconds=cache_seconds)
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._lock = threading.Lock()
 
     def create(
         self,
         name: str,
-        bindings: Sequence[tuple[str, Role]],
+        bindings: Sequence[tuple[str, str]],
         *,
         created_by: str,
         now: datetime,
         expires_at: datetime | None = None,
+        scope: Sequence[str] | None = None,
     ) -> IssuedKey:
-        if not bindings:
-            raise InputError("an API key needs at least one role on a namespace")
-        for namespace, role in bindings:
-            if role not in ROLES:
-                raise InputError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
-            if not namespace:
-                raise InputError("a role binding needs a namespace (or '*')")
+        roles = _check_roles(bindings)
+        if scope is None:
+            scope = [s for _, role in roles for s in ROLE_SCOPES[role]]
+        checked = check_scope(scope)
         if expires_at is not None and expires_at <= now:
             raise InputError("the expiry time of an API key must be in the future")
         key_id = "".join(secrets.choice(_B32) for _ in range(16))
@@ -90,34 +155,70 @@ class ApiKeyStore:
                     created_at=now,
                     created_by=created_by,
                     expires_at=expires_at,
+                    scope=json.dumps(list(checked)),
                 )
             )
             s.flush()
-            for namespace, role in dict.fromkeys(bindings):
+            for namespace, role in roles:
                 s.add(RoleBinding(key_id=key_id, namespace=namespace, role=role))
-        return IssuedKey(key_id, name, f"{PREFIX}{key_id}_{secret}", expires_at, tuple(bindings))
+        token = f"{PREFIX}{key_id}_{secret}"
+        return IssuedKey(key_id, name, token, expires_at, roles, checked)
+
+    def peek(self, token: str, *, now: datetime) -> Principal | None:
+        """The principal if the key was checked recently (no database query), else None.
+
+        Raises AuthenticationError for a malformed token, or a remembered key whose
+        secret does not match or which has expired.
+        """
+        key_id, secret = parse_token(token)
+        with self._lock:
+            cached = self._cache.get(key_id)
+        if cached is None or cached.until <= now:
+            return None
+        if not hmac.compare_digest(cached.secret_hash, _hash(secret)):
+            raise AuthenticationError(_REFUSED)
+        if cached.expires_at is not None and cached.expires_at <= now:
+            raise AuthenticationError(_REFUSED)
+        return cached.principal
 
     def authenticate(self, token: str, *, now: datetime) -> Principal:
         """The principal of a valid key; one AuthenticationError for every failure."""
+        peeked = self.peek(token, now=now)
+        if peeked is not None:
+            return peeked
         key_id, secret = parse_token(token)
-        refused = AuthenticationError(
-            "the API key is unknown, expired or revoked; ask an administrator for a new one"
-        )
+        digest = _hash(secret)
         with self._db.session() as s:
             row = s.get(ApiKey, key_id)
             stored = row.secret_hash if row is not None else _DUMMY_HASH
-            if not hmac.compare_digest(stored, _hash(secret)) or row is None:
-                raise refused
-            if row.revoked_at is not None or (
-                row.expires_at is not None and aware(row.expires_at) <= now
-            ):
-                raise refused
+            if not hmac.compare_digest(stored, digest) or row is None:
+                raise AuthenticationError(_REFUSED)
+            expires = aware(row.expires_at) if row.expires_at is not None else None
+            if row.revoked_at is not None or (expires is not None and expires <= now):
+                raise AuthenticationError(_REFUSED)
             if row.last_used_at is None or now - aware(row.last_used_at) > _LAST_USED_EVERY:
                 row.last_used_at = now
             bindings = s.scalars(select(RoleBinding).where(RoleBinding.key_id == key_id)).all()
-            return Principal(
-                key_id, row.name, tuple((b.namespace, _role(b.role)) for b in bindings)
+            principal = Principal(
+                kind="ServiceAccount",
+                id=key_id,
+                name=row.name,
+                auth_method="api_key",
+                roles=tuple((b.namespace, _role(b.role)) for b in bindings),
+                scope=_stored_scope(row.scope),
             )
+            stored_hash = bytes(row.secret_hash)
+        with self._lock:
+            self._cache[key_id] = _Cached(stored_hash, principal, expires, now + self._cache_for)
+            self._cache.move_to_end(key_id)
+            while len(self._cache) > _MAX_CACHED:
+                self._cache.popitem(last=False)
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from the cache: the next request reads the database."""
+        with self._lock:
+            self._cache.pop(key_id, None)
 
     def revoke(self, key_id: str, *, now: datetime) -> None:
         with self._db.session() as s:
@@ -126,6 +227,25 @@ class ApiKeyStore:
                 raise NotFoundError(f"no API key with id {key_id!r}")
             if row.revoked_at is None:
                 row.revoked_at = now
+        self.forget(key_id)
+
+    def rotate(self, key_id: str, *, now: datetime) -> IssuedKey:
+        """A new secret for the key; the old token stops working at once."""
+        secret = secrets.token_urlsafe(32)
+        with self._db.session() as s:
+            row = s.get(ApiKey, key_id)
+            if row is None or row.revoked_at is not None:
+                raise NotFoundError(f"no live API key with id {key_id!r}")
+            expires = aware(row.expires_at) if row.expires_at is not None else None
+            if expires is not None and expires <= now:
+                raise InputError(f"API key {key_id!r} has expired; create a new one")
+            row.secret_hash = _hash(secret)
+            row.rotated_at = now
+            bindings = s.scalars(select(RoleBinding).where(RoleBinding.key_id == key_id)).all()
+            roles = tuple((b.namespace, _role(b.role)) for b in bindings)
+            name, scope = row.name, _stored_scope(row.scope)
+        self.forget(key_id)
+        return IssuedKey(key_id, name, f"{PREFIX}{key_id}_{secret}", expires, roles, scope)
 
     def list(self) -> list[dict[str, object]]:
         with self._db.session() as s:
@@ -139,10 +259,12 @@ class ApiKeyStore:
                     "id": k.id,
                     "name": k.name,
                     "roles": roles.get(k.id, []),
+                    "scope": list(_stored_scope(k.scope)),
                     "created_at": iso(k.created_at),
                     "created_by": k.created_by,
                     "expires_at": iso(k.expires_at),
                     "revoked_at": iso(k.revoked_at),
+                    "rotated_at": iso(k.rotated_at),
                     "last_used_at": iso(k.last_used_at),
                 }
                 for k in keys
@@ -156,8 +278,21 @@ class ApiKeyStore:
             return s.scalars(query.limit(1)).first() is not None
 
 
-def _role(value: str) -> Role:
-    for role in ROLES:
+def _stored_scope(text: str) -> tuple[str, ...]:
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        raise AuthenticationError(
+            "the API key's scope is unreadable; ask an administrator"
+        ) from exc
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise AuthenticationError("the API key's scope is unreadable; ask an administrator")
+    known = [i for i in items if i == "*" or i in ACTIONS or i in ACTION_GROUPS]
+    return tuple(known)
+
+
+def _role(value: str) -> PolicyRole:
+    for role in POLICY_ROLES:
         if role == value:
             return role
     raise AuthenticationError("the API key holds an unknown role; ask an administrator")

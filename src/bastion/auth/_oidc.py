@@ -26,7 +26,7 @@ from bastion.auth._jwt import (
     decode_compact,
     shown,
 )
-from bastion.auth._oidc_issuer import OidcIssuer
+from bastion.auth._oidc_issuer import OidcIssuer, RoleBindings
 from bastion.auth._oidc_keys import IssuerKeys
 from bastion.errors import InputError
 
@@ -42,7 +42,8 @@ class OidcIdentity:
 
     ``name`` is the value of the issuer's ``principal_claim`` (``sub`` unless
     configured, e.g. ``email``); ``claims`` holds only the claims the issuer's
-    configuration asks to keep.
+    configuration asks to keep; ``roles`` are the ``(namespace, role)`` bindings the
+    issuer's ``roles`` table grants the token's groups, deduplicated and sorted.
     """
 
     issuer: str
@@ -51,6 +52,7 @@ class OidcIdentity:
     groups: tuple[str, ...]
     expires_at: datetime
     claims: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    roles: RoleBindings = ()
     auth_method: Literal["oidc"] = "oidc"
 
     @property
@@ -170,6 +172,7 @@ def _identity(issuer: OidcIssuer, claims: dict[str, Any], *, now: float) -> Oidc
                 dict.fromkeys(issuer.group_map[g] for g in groups if g in issuer.group_map)
             )
     kept = {name: _kept(_claim(claims, name)) for name in issuer.keep_claims}
+    roles = sorted({binding for group in groups for binding in issuer.roles.get(group, ())})
     return OidcIdentity(
         issuer=issuer.issuer,
         subject=str(claims["sub"]),
@@ -177,4 +180,5 @@ def _identity(issuer: OidcIssuer, claims: dict[str, Any], *, now: float) -> Oidc
         groups=groups,
         expires_at=datetime.fromtimestamp(exp, UTC),
         claims=MappingProxyType(kept),
+        roles=tuple(roles),
     )

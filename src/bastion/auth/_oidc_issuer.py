@@ -2,8 +2,9 @@
 
 Built from a dict or a TOML document (``[[issuers]]`` tables) and validated
 strictly: an unknown key, a wrong type, an issuer that is not HTTPS (plain
-HTTP only on loopback, for tests and local providers), an empty audience, or
-an algorithm outside the asymmetric allowlist is an :class:`InputError`.
+HTTP only on loopback, for tests and local providers), an empty audience, an
+algorithm outside the asymmetric allowlist, or a role that is not
+``"role:namespace"`` is an :class:`InputError`.
 ``docs/access.md`` documents every key.
 """
 
@@ -18,9 +19,14 @@ from urllib.parse import urlsplit
 
 from bastion._net import is_loopback
 from bastion.auth._jwk import ALGORITHMS
+from bastion.auth._policy_schema import ALL_NAMESPACES, POLICY_ROLES, PolicyRole
+from bastion.auth._users_roles import NAME_PATTERN
 from bastion.errors import InputError
 
-__all__ = ["DEFAULT_ALGORITHMS", "OidcIssuer", "is_acceptable_url"]
+__all__ = ["DEFAULT_ALGORITHMS", "OidcIssuer", "RoleBindings", "is_acceptable_url", "role_bindings"]
+
+#: ``(namespace, role)`` pairs, sorted; namespace ``*`` is every namespace and the hub.
+RoleBindings = tuple[tuple[str, PolicyRole], ...]
 
 DEFAULT_ALGORITHMS: Final = ("RS256", "ES256", "EdDSA", "PS256")
 _MAX_NAME = 128
@@ -50,6 +56,31 @@ def is_acceptable_url(url: str, *, allow_loopback_http: bool = True) -> bool:
     return parts.scheme == "http" and allow_loopback_http and is_loopback(host)
 
 
+def role_bindings(value: object, where: str) -> RoleBindings:
+    """``"role:namespace"`` strings (one or a list) as sorted ``(namespace, role)`` pairs.
+
+    The role is one of the policy roles, the namespace a namespace name or ``*``;
+    anything else is an InputError naming ``where``.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items or len(items) > _MAX_LIST:
+        raise InputError(f'{where} must be a "role:namespace" string or a non-empty list of them')
+    bindings: set[tuple[str, PolicyRole]] = set()
+    for item in items:
+        role_name, _, namespace = item.partition(":") if isinstance(item, str) else ("", "", "")
+        role = next((r for r in POLICY_ROLES if r == role_name), None)
+        valid_namespace = namespace == ALL_NAMESPACES or (
+            NAME_PATTERN.fullmatch(namespace) is not None and ".." not in namespace
+        )
+        if role is None or not valid_namespace:
+            raise InputError(
+                f'{where}: {str(item)[:80]!r} is not "role:namespace"; the role is one of '
+                f"{', '.join(POLICY_ROLES)}, the namespace a namespace name or '*'"
+            )
+        bindings.add((namespace, role))
+    return tuple(sorted(bindings))
+
+
 def _name(value: object, key: str) -> str:
     if not isinstance(value, str) or not value or len(value) > _MAX_NAME:
         raise InputError(f"OIDC issuer setting {key!r} must be a non-empty string")
@@ -69,7 +100,8 @@ class OidcIssuer:
 
     ``groups_claim`` may be a dotted path into nested claims (Keycloak's
     ``realm_access.roles``); when ``group_map`` is set, only the provider's
-    groups it names are kept, renamed. ``required_claims`` must all match
+    groups it names are kept, renamed. ``roles`` grants each Bastion group (after
+    ``group_map``) its ``(namespace, role)`` bindings. ``required_claims`` must all match
     (a value or any of a list): for GitHub Actions, bind ``repository`` and ``ref``.
     """
 
@@ -80,6 +112,7 @@ class OidcIssuer:
     require_verified_email: bool = True
     groups_claim: str | None = "groups"
     group_map: Mapping[str, str] | None = None
+    roles: Mapping[str, RoleBindings] = field(default_factory=lambda: MappingProxyType({}))
     required_claims: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -153,6 +186,14 @@ class OidcIssuer:
             table = _table(data["group_map"], "group_map")
             kwargs["group_map"] = MappingProxyType(
                 {_name(k, "group_map"): _name(v, "group_map") for k, v in table.items()}
+            )
+        if "roles" in data:
+            table = _table(data["roles"], "roles")
+            kwargs["roles"] = MappingProxyType(
+                {
+                    _name(group, "roles"): role_bindings(value, f"OIDC issuer roles.{group!r}")
+                    for group, value in table.items()
+                }
             )
         if "required_claims" in data:
             table = _table(data["required_claims"], "required_claims")

@@ -24,6 +24,7 @@ __all__ = [
     "PolicyPrincipal",
     "PolicyResource",
     "PolicyRole",
+    "PrincipalKind",
     "RequestContext",
     "schema_text",
 ]
@@ -37,7 +38,16 @@ ACTIONS: dict[str, str] = {
     "apikey.create": "Hub",
     "apikey.list": "Hub",
     "apikey.revoke": "Hub",
+    "apikey.rotate": "Hub",
     "kek.rotate": "Hub",
+    "session.mfa": "Hub",
+    "session.delete": "Hub",
+    "user.list": "Hub",
+    "user.create": "Hub",
+    "user.update": "Hub",
+    "user.delete": "Hub",
+    "user.reset": "Hub",
+    "user.unlock": "Hub",
     "namespace.show": "Namespace",
     "namespace.trust": "Namespace",
     "model.list": "Namespace",
@@ -59,6 +69,7 @@ ACTIONS: dict[str, str] = {
     "audit.checkpoint": "AuditLog",
     "audit.key": "AuditLog",
     "policy.show": "Policy",
+    "policy.history": "Policy",
     "policy.apply": "Policy",
 }
 #: Action groups declared in the schema; a service account's scope may name them.
@@ -297,6 +308,8 @@ class RequestContext:
     auth_method: AuthMethod
     mfa_age_seconds: int | None = None
     allow_yanked: bool = False
+    #: SHA-256 fingerprint (64 hex digits) of a verified client certificate, if any.
+    client_certificate: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -323,13 +336,25 @@ class RequestContext:
             raise InputError("mfa_age_seconds must be a whole number of seconds, 0 or more")
         if not isinstance(self.allow_yanked, bool):
             raise InputError("allow_yanked must be true or false")
+        cert = self.client_certificate
+        if cert is not None and (
+            not isinstance(cert, str) or len(cert) != 64 or cert.strip("0123456789abcdef")
+        ):
+            raise InputError("client_certificate must be a SHA-256 fingerprint: 64 hex digits")
 
     @classmethod
     def from_dict(cls, data: object, *, defaults: RequestContext) -> RequestContext:
         """A context from JSON-like data; keys left out keep ``defaults``' values."""
         if not isinstance(data, dict):
             raise InputError("the context must be a JSON object")
-        known = {"source_ip", "time", "auth_method", "mfa_age_seconds", "allow_yanked"}
+        known = {
+            "source_ip",
+            "time",
+            "auth_method",
+            "mfa_age_seconds",
+            "allow_yanked",
+            "client_certificate",
+        }
         unknown = sorted(str(k)[:64] for k in data if k not in known)
         if unknown:
             raise InputError(f"unknown context keys {unknown}; use {sorted(known)}")
@@ -345,6 +370,7 @@ class RequestContext:
             auth_method=data.get("auth_method", defaults.auth_method),
             mfa_age_seconds=data.get("mfa_age_seconds", defaults.mfa_age_seconds),
             allow_yanked=data.get("allow_yanked", defaults.allow_yanked),
+            client_certificate=data.get("client_certificate", defaults.client_certificate),
         )
 
     def _cedar_time(self) -> str:
@@ -362,4 +388,6 @@ class RequestContext:
             out["mfa_age_seconds"] = self.mfa_age_seconds
         if self.allow_yanked:
             out["allow_yanked"] = True
+        if self.client_certificate is not None:
+            out["client_certificate"] = self.client_certificate
         return out

@@ -31,10 +31,16 @@ __all__ = [
     "AuditHead",
     "Base",
     "FileRow",
+    "LoginThrottle",
     "ModelAlias",
     "ModelRow",
     "Namespace",
+    "PolicyVersion",
+    "RecoveryCode",
     "RoleBinding",
+    "SessionRow",
+    "User",
+    "UserRole",
     "VersionRow",
 ]
 
@@ -133,6 +139,9 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    #: JSON list of the actions and action groups the key may use (``docs/access.md``).
+    scope: Mapped[str] = mapped_column(Text)
+    rotated_at: Mapped[datetime | None]
 
 
 class RoleBinding(Base):
@@ -184,3 +193,94 @@ class AuditHead(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
     accumulator: Mapped[str] = mapped_column(Text)
+
+
+class User(Base):
+    """A person: ``pending`` until enrolment finishes, then ``active``; ``disabled`` refuses."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    #: argon2id PHC string; None until enrolment sets a password.
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    #: the TOTP secret, sealed (encrypted) by the hub's key manager; None until enrolment.
+    totp_secret: Mapped[str | None] = mapped_column(Text)
+    #: the last TOTP time step accepted: a code is never accepted twice.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    enrolment_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
+    enrolment_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256))
+    enrolled_at: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+
+
+class UserRole(Base):
+    """A role on a namespace (``*`` for every namespace) granted to a user."""
+
+    __tablename__ = "user_roles"
+    __table_args__ = (
+        UniqueConstraint("user_id", "namespace", "role", name="uq_user_roles_user_ns_role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    namespace: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class RecoveryCode(Base):
+    """A one-time MFA recovery code: only its hash is stored."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    used_at: Mapped[datetime | None]
+
+
+class LoginThrottle(Base):
+    """Failed logins per name (a hash of it, kept for unknown names too): delay and lock-out."""
+
+    __tablename__ = "login_throttle"
+
+    name_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+
+
+class SessionRow(Base):
+    """A person's session: short-lived, bound to the MFA that opened or last refreshed it."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    csrf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    mfa_at: Mapped[datetime]
+    mfa_method: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None]
+
+
+class PolicyVersion(Base):
+    """One applied set of Cedar policies; the highest version is in force."""
+
+    __tablename__ = "policy_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    digest: Mapped[str] = mapped_column(String(64))
+    #: JSON object: file name -> policy text.
+    files: Mapped[str] = mapped_column(Text)
+    applied_at: Mapped[datetime]
+    applied_by: Mapped[str] = mapped_column(String(256))
+    comment: Mapped[str] = mapped_column(String(1000))

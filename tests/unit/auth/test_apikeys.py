@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from bastion.auth import ApiKeyStore, Principal, parse_token
+from bastion.auth import ApiKeyStore, parse_token
 from bastion.db import ApiKey, Database, sqlite_url
 from bastion.errors import AuthenticationError, InputError, NotFoundError
 
@@ -28,17 +28,74 @@ def test_a_key_authenticates_and_carries_its_roles(store: ApiKeyStore) -> None:
     issued = store.create("ci", [("med", "publisher")], created_by="key:admin", now=NOW)
     assert issued.token.startswith(f"bst_{issued.key_id}_")
     principal = store.authenticate(issued.token, now=NOW)
-    assert principal.key_id == issued.key_id
+    assert principal.kind == "ServiceAccount"
+    assert principal.auth_method == "api_key"
+    assert principal.id == issued.key_id
+    assert principal.actor == f"key:{issued.key_id}"
     assert principal.name == "ci"
-    assert principal.can("publisher", "med")
-    assert principal.can("reader", "med")
-    assert not principal.can("admin", "med")
-    assert not principal.can("reader", "other")
+    assert principal.roles == (("med", "publisher"),)
+    assert principal.scope == ("consume", "publish", "version.push")  # the role's default
     assert not principal.is_admin
 
 
+def test_a_key_may_be_scoped_narrower_than_its_roles(store: ApiKeyStore) -> None:
+    issued = store.create(
+        "ci", [("med", "publisher")], created_by="x", now=NOW, scope=["version.pull", "browse"]
+    )
+    principal = store.authenticate(issued.token, now=NOW)
+    assert principal.scope == ("version.pull", "browse")
+    assert [r["scope"] for r in store.list()] == [["version.pull", "browse"]]
+    with pytest.raises(InputError, match="not an action"):
+        store.create("ci", [("med", "publisher")], created_by="x", now=NOW, scope=["push"])
+    with pytest.raises(InputError, match="at least one"):
+        store.create("ci", [("med", "publisher")], created_by="x", now=NOW, scope=[])
+
+
+def test_an_admin_key_names_every_action_for_the_policies(store: ApiKeyStore) -> None:
+    from bastion.auth import ACTIONS
+
+    issued = store.create("root", [("*", "admin")], created_by="x", now=NOW)
+    principal = store.authenticate(issued.token, now=NOW)
+    assert principal.is_admin
+    assert principal.scope == ("*",)
+    assert set(ACTIONS) <= set(principal.for_policy().scope)
+
+
+def test_rotation_and_revocation_take_effect_at_once_despite_the_cache(
+    store: ApiKeyStore,
+) -> None:
+    issued = store.create("ci", [("med", "consumer")], created_by="x", now=NOW)
+    store.authenticate(issued.token, now=NOW)  # now remembered
+    assert store.peek(issued.token, now=NOW) is not None
+    rotated = store.rotate(issued.key_id, now=NOW)
+    assert rotated.key_id == issued.key_id
+    assert rotated.token != issued.token
+    with pytest.raises(AuthenticationError):
+        store.authenticate(issued.token, now=NOW)
+    assert store.authenticate(rotated.token, now=NOW).id == issued.key_id
+    [row] = store.list()
+    assert row["rotated_at"] == "2026-11-22T12:00:00Z"
+    store.revoke(issued.key_id, now=NOW)
+    with pytest.raises(AuthenticationError):
+        store.authenticate(rotated.token, now=NOW)
+    with pytest.raises(NotFoundError):
+        store.rotate(issued.key_id, now=NOW)
+
+
+def test_a_remembered_key_is_checked_again_after_the_cache_time(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path / "keys.sqlite"))
+    db.migrate()
+    here, elsewhere = ApiKeyStore(db, cache_seconds=5), ApiKeyStore(db, cache_seconds=5)
+    issued = here.create("ci", [("med", "consumer")], created_by="x", now=NOW)
+    here.authenticate(issued.token, now=NOW)
+    elsewhere.revoke(issued.key_id, now=NOW)  # another hub process
+    assert here.authenticate(issued.token, now=NOW + timedelta(seconds=1)).id == issued.key_id
+    with pytest.raises(AuthenticationError):
+        here.authenticate(issued.token, now=NOW + timedelta(seconds=6))
+
+
 def test_only_a_hash_of_the_secret_is_stored(store: ApiKeyStore, tmp_path: Path) -> None:
-    issued = store.create("ci", [("med", "reader")], created_by="x", now=NOW)
+    issued = store.create("ci", [("med", "consumer")], created_by="x", now=NOW)
     secret = issued.token.split("_", 2)[2]  # bst_<id>_<secret>; the secret may hold "_"
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("keys.sqlite*"))  # WAL included
     assert secret.encode() not in raw
@@ -48,7 +105,7 @@ def test_only_a_hash_of_the_secret_is_stored(store: ApiKeyStore, tmp_path: Path)
 
 def test_wrong_expired_and_revoked_keys_get_the_same_refusal(store: ApiKeyStore) -> None:
     issued = store.create(
-        "ci", [("med", "reader")], created_by="x", now=NOW, expires_at=NOW + timedelta(days=1)
+        "ci", [("med", "consumer")], created_by="x", now=NOW, expires_at=NOW + timedelta(days=1)
     )
     key_id = issued.key_id
     messages = set()
@@ -70,7 +127,7 @@ def test_wrong_expired_and_revoked_keys_get_the_same_refusal(store: ApiKeyStore)
 
 
 def test_last_use_is_recorded_but_not_on_every_request(store: ApiKeyStore) -> None:
-    issued = store.create("ci", [("med", "reader")], created_by="x", now=NOW)
+    issued = store.create("ci", [("med", "consumer")], created_by="x", now=NOW)
     store.authenticate(issued.token, now=NOW)
     store.authenticate(issued.token, now=NOW + timedelta(seconds=5))
     [row] = [r for r in store.list() if r["id"] == issued.key_id]
@@ -83,7 +140,7 @@ def test_bad_key_requests_are_refused(store: ApiKeyStore) -> None:
     with pytest.raises(InputError, match="unknown role"):
         store.create("x", [("med", "owner")], created_by="x", now=NOW)  # type: ignore[list-item]
     with pytest.raises(InputError, match="future"):
-        store.create("x", [("med", "reader")], created_by="x", now=NOW, expires_at=NOW)
+        store.create("x", [("med", "consumer")], created_by="x", now=NOW, expires_at=NOW)
 
 
 def test_admin_on_every_namespace(store: ApiKeyStore) -> None:
@@ -92,17 +149,8 @@ def test_admin_on_every_namespace(store: ApiKeyStore) -> None:
     assert store.has_admin()
     principal = store.authenticate(issued.token, now=NOW)
     assert principal.is_admin
-    assert principal.can("publisher", "anything")
     with store._db.session() as s:  # the row exists, keyed by the public id
         assert s.scalars(select(ApiKey.id)).all() == [issued.key_id]
-
-
-def test_roles_combine_to_the_highest() -> None:
-    p = Principal("k", "n", (("med", "reader"), ("med", "publisher"), ("*", "reader")))
-    assert p.role_in("med") == "publisher"
-    assert p.role_in("other") == "reader"
-    assert p.visible(["med", "other"]) == ["med", "other"]
-    assert Principal("k", "n", ()).role_in("med") is None
 
 
 @given(st.text(max_size=120))

@@ -423,6 +423,42 @@ def test_nested_groups_are_mapped_and_unmapped_ones_dropped(idp: OidcProvider) -
         assert "other than names" in refused(auth, idp.mint(bad))
 
 
+def test_groups_are_granted_the_roles_configured_for_them(idp: OidcProvider) -> None:
+    settings_ = {
+        "groups_claim": "realm_access.roles",
+        "group_map": {"ml-admins": "admins", "ml-vision": "vision", "ml-all": "everyone"},
+        "roles": {
+            "admins": ["admin:*"],
+            "vision": ["publisher:vision", "consumer:vision", "consumer:shared"],
+            "everyone": "consumer:shared",
+            "unused": ["auditor:*"],
+        },
+    }
+    with authenticator(idp, **settings_) as auth:
+
+        def roles_of(*groups: str) -> tuple[tuple[str, str], ...]:
+            claims = idp.claims(now=NOW) | {"realm_access": {"roles": list(groups)}}
+            return auth.authenticate(idp.mint(claims), now=NOW).roles
+
+        assert roles_of("ml-vision", "ml-all", "offline_access") == (
+            ("shared", "consumer"),
+            ("vision", "consumer"),
+            ("vision", "publisher"),
+        )
+        assert roles_of("ml-admins") == (("*", "admin"),)
+        assert roles_of("offline_access", "admins", "unused") == ()  # only mapped groups count
+        assert roles_of() == ()
+
+
+def test_without_a_roles_table_a_token_grants_no_role(
+    idp: OidcProvider, auth: OidcAuthenticator
+) -> None:
+    claims = idp.claims(now=NOW) | {"groups": ["admin", "publisher"]}
+    identity = auth.authenticate(idp.mint(claims), now=NOW)
+    assert identity.groups == ("admin", "publisher")
+    assert identity.roles == ()
+
+
 def test_required_claims_bind_a_github_actions_token(idp: OidcProvider) -> None:
     settings_ = {
         "groups_claim": "repository",
@@ -469,6 +505,10 @@ audience = ["bastion-hub", "https://hub.example.org"]
 principal_claim = "email"
 groups_claim = "realm_access.roles"
 group_map = { ml-admins = "admin", ml-publishers = "publisher" }
+
+[issuers.roles]
+admin = ["admin:*"]
+publisher = ["publisher:vision", "consumer:*", "publisher:vision"]
 """
 
 
@@ -485,6 +525,11 @@ def test_a_toml_configuration_is_parsed() -> None:
     )
     assert keycloak.audiences == ("bastion-hub", "https://hub.example.org")
     assert keycloak.group_map == {"ml-admins": "admin", "ml-publishers": "publisher"}
+    assert keycloak.roles == {
+        "admin": (("*", "admin"),),
+        "publisher": (("*", "consumer"), ("vision", "publisher")),
+    }
+    assert github.roles == {}
     assert keycloak.leeway_seconds == 60
 
 
@@ -505,6 +550,26 @@ def test_a_toml_configuration_is_parsed() -> None:
             "number",
         ),
         ({"issuer": "https://idp.example", "audience": "a", "group_map": []}, "table"),
+        ({"issuer": "https://idp.example", "audience": "a", "roles": ["admin:*"]}, "table"),
+        (
+            {"issuer": "https://idp.example", "audience": "a", "roles": {"g": "owner:*"}},
+            "roles.'g'.*'owner:\\*' is not \"role:namespace\"",
+        ),
+        (
+            {"issuer": "https://idp.example", "audience": "a", "roles": {"g": ["admin"]}},
+            'not "role:namespace"',
+        ),
+        (
+            {"issuer": "https://idp.example", "audience": "a", "roles": {"g": ["admin:Bad NS"]}},
+            "namespace name or",
+        ),
+        (
+            {"issuer": "https://idp.example", "audience": "a", "roles": {"g": ["admin:a..b"]}},
+            'not "role:namespace"',
+        ),
+        ({"issuer": "https://idp.example", "audience": "a", "roles": {"g": []}}, "non-empty"),
+        ({"issuer": "https://idp.example", "audience": "a", "roles": {"g": [1]}}, "role:"),
+        ({"issuer": "https://idp.example", "audience": "a", "roles": {"": ["admin:*"]}}, "roles"),
     ],
 )
 def test_bad_issuer_settings_are_input_errors(data: dict[str, Any], message: str) -> None:
@@ -634,6 +699,7 @@ def test_random_discovery_and_jwks_bodies_are_only_ever_refusals(body: bytes) ->
                 "algorithms",
                 "leeway_seconds",
                 "group_map",
+                "roles",
                 "required_claims",
                 "keep_claims",
                 "principal_claim",
@@ -649,3 +715,22 @@ def test_random_issuer_tables_give_an_issuer_or_an_input_error(table: dict[str, 
     except InputError:
         return
     assert issuer.audiences
+    for bindings in issuer.roles.values():
+        assert bindings
+        assert list(bindings) == sorted(set(bindings))
+
+
+_ROLE_TEXT = st.text(alphabet="adminpublsher:*-.", max_size=20)
+
+
+@given(st.dictionaries(st.text(max_size=10), _JSON | _ROLE_TEXT | st.lists(_ROLE_TEXT, max_size=4)))
+def test_random_roles_tables_give_bindings_or_an_input_error(table: dict[str, Any]) -> None:
+    try:
+        issuer = OidcIssuer.from_dict(
+            {"issuer": "https://idp.example", "audience": "a", "roles": table}
+        )
+    except InputError:
+        return
+    for group, bindings in issuer.roles.items():
+        assert group in table
+        assert all(role in ("admin", "publisher") for _, role in bindings)

@@ -39,7 +39,16 @@ EXPECTED: dict[str, str] = {
     "apikey.create": "admin",
     "apikey.list": "admin",
     "apikey.revoke": "admin",
+    "apikey.rotate": "admin",
     "kek.rotate": "admin",
+    "session.mfa": ANYONE,
+    "session.delete": ANYONE,
+    "user.list": "admin",
+    "user.create": "admin",
+    "user.update": "admin",
+    "user.delete": "admin",
+    "user.reset": "admin",
+    "user.unlock": "admin",
     "namespace.show": BROWSE,
     "namespace.trust": "admin",
     "model.list": BROWSE,
@@ -60,7 +69,8 @@ EXPECTED: dict[str, str] = {
     "audit.checkpoints": "admin auditor",
     "audit.checkpoint": "admin auditor",
     "audit.key": "admin auditor",
-    "policy.show": "admin",
+    "policy.show": "admin auditor",
+    "policy.history": "admin auditor",
     "policy.apply": "admin",
 }
 SENSITIVE = (
@@ -71,6 +81,12 @@ SENSITIVE = (
     "kek.rotate",
     "apikey.create",
     "apikey.revoke",
+    "apikey.rotate",
+    "user.create",
+    "user.update",
+    "user.delete",
+    "user.reset",
+    "user.unlock",
 )
 
 
