@@ -11,16 +11,23 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from bastion import __version__
+from bastion.api._access import PUBLIC_ROUTES, AccessMiddleware
+from bastion.api._hygiene import SecurityHeadersMiddleware
 from bastion.api._middleware import AuditMiddleware, BodyLimitMiddleware
 from bastion.api._problems import install_problem_handlers
 from bastion.api._routes_admin import router as admin_router
 from bastion.api._routes_catalog import router as catalog_router
+from bastion.api._routes_identity import router as identity_router
 from bastion.api._routes_publish import router as publish_router
-from bastion.api._security import Caller
+from bastion.api._security import Caller, authorize
 from bastion.api._services import Services
+from bastion.auth import ACTIONS, PolicyResource
+from bastion.errors import InternalError
 
 __all__ = ["create_app"]
 
@@ -54,7 +61,11 @@ def create_app(services: Services) -> FastAPI:
         lifespan=_lifespan(services),
         title="Bastion hub",
         version=__version__,
-        description="Signed, scanned, encrypted models; every route but /livez needs an API key.",
+        description=(
+            "Signed, scanned, encrypted models. Every route but /livez, signing in and "
+            "enrolment needs a credential (API key, session or OIDC token), and every "
+            "request is decided by the Cedar policies in force."
+        ),
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -67,12 +78,36 @@ def create_app(services: Services) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/api/v1/openapi.json", name="openapi", tags=["health"])
-    def openapi(_caller: Caller) -> dict[str, Any]:
+    def openapi(request: Request, caller: Caller) -> dict[str, Any]:
+        authorize(request, caller, PolicyResource.hub())
         return app.openapi()
 
-    app.include_router(catalog_router, tags=["catalogue"])
-    app.include_router(publish_router, tags=["publishing"])
-    app.include_router(admin_router, tags=["administration"])
+    routers = {
+        "catalogue": catalog_router,
+        "publishing": publish_router,
+        "administration": admin_router,
+        "identity": identity_router,
+    }
+    for tag, router in routers.items():
+        app.include_router(router, tags=[tag])
+    routes: list[BaseRoute] = [r for r in app.router.routes if isinstance(r, APIRoute)]
+    routes += [r for router in routers.values() for r in router.routes]
+    _check_routes(routes)
     app.add_middleware(BodyLimitMiddleware, limit=services.max_json_body)
+    app.add_middleware(AccessMiddleware, services=services, routes=routes)
     app.add_middleware(AuditMiddleware, services=services)
+    app.add_middleware(
+        SecurityHeadersMiddleware, hsts=services.hsts, cors_origins=services.cors_origins
+    )
     return app
+
+
+def _check_routes(routes: list[BaseRoute]) -> None:
+    """Every route is public by name or is a Cedar action: a route no policy covers fails here."""
+    for route in routes:
+        name = getattr(route, "name", None)
+        if name not in PUBLIC_ROUTES and name not in ACTIONS:
+            raise InternalError(
+                f"route {getattr(route, 'path', route)!r} is named {name!r}, which is neither "
+                "public nor an action of the Cedar schema; add the action to the schema"
+            )

@@ -154,7 +154,9 @@ class AuditMiddleware:
 
         def audited(status: int | None) -> tuple[bool, str]:
             route = scope.get("route")
-            action = getattr(route, "name", None) or "request.unmatched"
+            action = getattr(route, "name", None) or state.get("route_name") or "request.unmatched"
+            if state.get("audit_skip"):  # a rate-limit refusal: counted, not logged one by one
+                return False, action
             wanted = (
                 scope["method"] not in ("GET", "HEAD", "OPTIONS")
                 or action in AUDITED_READS
@@ -225,7 +227,11 @@ class AuditMiddleware:
 
 
 def _resource(scope: Scope) -> str:
-    params: dict[str, Any] = scope.get("path_params", {})
+    # Routed requests carry their path parameters; those refused before routing, the ones
+    # the access layer matched.
+    params: dict[str, Any] = scope.get("path_params") or scope.get("state", {}).get(
+        "path_params", {}
+    )
     ns, model = params.get("namespace"), params.get("model")
     if ns and model:
         name = f"{ns}/{model}"

@@ -11,9 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from bastion.api._security import Caller, require_admin
+from bastion.api._security import Caller, authorize
 from bastion.api._services import Services, services
-from bastion.auth import Role
+from bastion.auth import IssuedKey, PolicyResource, PolicyRole
 from bastion.registry import rotate_kek
 from bastion.registry._names import check_name
 
@@ -23,21 +23,46 @@ router = APIRouter(prefix="/api/v1")
 Svc = Annotated[Services, Depends(services)]
 
 
+Roles = Literal["admin", "publisher", "deployer", "consumer", "invoker", "auditor"]
+_HUB = PolicyResource.hub()
+_AUDIT = PolicyResource.audit_log()
+
+
 class Binding(BaseModel):
     namespace: str = Field(max_length=64, description="a namespace, or '*' for all")
-    role: Literal["reader", "publisher", "admin"]
+    role: Roles
 
 
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     roles: list[Binding] = Field(min_length=1, max_length=100)
+    scope: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="actions or action groups the key may use ('*': all); default: its roles'",
+    )
     expires_in_days: int | None = Field(default=90, ge=1, le=3650)
 
 
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _issued(issued: IssuedKey) -> dict[str, Any]:
+    return {
+        "id": issued.key_id,
+        "name": issued.name,
+        "token": issued.token,
+        "expires_at": _time(issued.expires_at),
+        "roles": [{"namespace": ns, "role": r} for ns, r in issued.bindings],
+        "scope": list(issued.scope),
+    }
+
+
 @router.post("/api-keys", name="apikey.create", status_code=201)
-def create_key(body: KeyCreate, principal: Caller, svc: Svc) -> dict[str, Any]:
-    require_admin(principal)
-    bindings: list[tuple[str, Role]] = []
+def create_key(body: KeyCreate, request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
+    authorize(request, principal, _HUB)
+    bindings: list[tuple[str, PolicyRole]] = []
     for b in body.roles:
         if b.namespace != "*":
             check_name(b.namespace, "namespace")
@@ -45,41 +70,57 @@ def create_key(body: KeyCreate, principal: Caller, svc: Svc) -> dict[str, Any]:
     now = svc.hub.now()
     expires = now + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     issued = svc.api_keys.create(
-        body.name, bindings, created_by=principal.actor, now=now, expires_at=expires
+        body.name,
+        bindings,
+        created_by=principal.actor,
+        now=now,
+        expires_at=expires,
+        scope=body.scope,
     )
-    return {
-        "id": issued.key_id,
-        "name": issued.name,
-        "token": issued.token,
-        "expires_at": None if expires is None else expires.isoformat().replace("+00:00", "Z"),
-        "roles": [{"namespace": ns, "role": r} for ns, r in issued.bindings],
-    }
+    request.state.audit_details.update(key_id=issued.key_id, scope=list(issued.scope))
+    return _issued(issued)
 
 
 @router.get("/api-keys", name="apikey.list")
-def list_keys(principal: Caller, svc: Svc) -> list[dict[str, Any]]:
-    require_admin(principal)
+def list_keys(request: Request, principal: Caller, svc: Svc) -> list[dict[str, Any]]:
+    authorize(request, principal, _HUB)
     return svc.api_keys.list()
 
 
 @router.delete("/api-keys/{key_id}", name="apikey.revoke", status_code=204)
-def revoke_key(key_id: str, principal: Caller, svc: Svc) -> None:
-    require_admin(principal)
+def revoke_key(key_id: str, request: Request, principal: Caller, svc: Svc) -> None:
+    authorize(request, principal, _HUB)
     svc.api_keys.revoke(key_id[:64], now=svc.hub.now())
 
 
+@router.post("/api-keys/{key_id}/rotate", name="apikey.rotate")
+def rotate_key(key_id: str, request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
+    authorize(request, principal, _HUB)
+    return _issued(svc.api_keys.rotate(key_id[:64], now=svc.hub.now()))
+
+
 @router.get("/whoami", name="whoami")
-def whoami(principal: Caller) -> dict[str, Any]:
+def whoami(request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
+    authorize(request, principal, _HUB)
+    now = svc.hub.now()
     return {
-        "key_id": principal.key_id,
+        "kind": principal.kind,
+        "id": principal.id,
+        "key_id": principal.id if principal.kind == "ServiceAccount" else None,
         "name": principal.name,
-        "roles": [{"namespace": ns, "role": r} for ns, r in principal.bindings],
+        "actor": principal.actor,
+        "auth_method": principal.auth_method,
+        "roles": [{"namespace": ns, "role": r} for ns, r in principal.roles],
+        "groups": list(principal.groups),
+        "scope": list(principal.scope),
+        "mfa_age_seconds": principal.mfa_age(now),
+        "client_certificate": principal.client_certificate,
     }
 
 
 @router.post("/admin/kek/rotate", name="kek.rotate")
-async def rotate(principal: Caller, svc: Svc) -> dict[str, Any]:
-    require_admin(principal)
+async def rotate(request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
+    await run_in_threadpool(authorize, request, principal, _HUB)
     result: dict[str, Any] = await run_in_threadpool(rotate_kek, svc.hub)
     return result
 
@@ -93,28 +134,28 @@ def audit_entries(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     since: Annotated[datetime | None, Query()] = None,
 ) -> Response:
-    require_admin(principal)
-    request.state.audit_details = {"after": after, "limit": limit}
+    authorize(request, principal, _AUDIT)
+    request.state.audit_details.update(after=after, limit=limit)
     lines = svc.audit_reader.entries(after=after, limit=limit, since=since)
     return Response("".join(line + "\n" for line in lines), media_type="application/x-ndjson")
 
 
 @router.get("/audit/checkpoints", name="audit.checkpoints")
-def audit_checkpoints(principal: Caller, svc: Svc) -> Response:
-    require_admin(principal)
+def audit_checkpoints(request: Request, principal: Caller, svc: Svc) -> Response:
+    authorize(request, principal, _AUDIT)
     lines = svc.audit_reader.checkpoints()
     return Response("".join(line + "\n" for line in lines), media_type="application/x-ndjson")
 
 
 @router.post("/audit/checkpoints", name="audit.checkpoint", status_code=201)
-def audit_checkpoint(principal: Caller, svc: Svc) -> dict[str, Any]:
-    require_admin(principal)
+def audit_checkpoint(request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
+    authorize(request, principal, _AUDIT)
     made = svc.audit_reader.checkpoint()
     return {"checkpoint": None if made is None else json.loads(made)}
 
 
 @router.get("/audit/key", name="audit.key")
-def audit_key(principal: Caller, svc: Svc) -> dict[str, Any]:
-    require_admin(principal)
+def audit_key(request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
+    authorize(request, principal, _AUDIT)
     key: dict[str, Any] = svc.audit_reader.public_key()
     return key

@@ -9,8 +9,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from bastion.api._security import Caller, require, require_admin
+from bastion.api._security import Caller, allowed, authorize
 from bastion.api._services import Services, services
+from bastion.auth import PolicyResource, Principal
+from bastion.errors import (
+    NotFoundError,
+    PermissionDeniedError,
+    QuarantinedError,
+    VersionYankedError,
+)
 from bastion.registry import ModelRef
 from bastion.registry._names import check_alias, check_name, check_version
 
@@ -49,9 +56,59 @@ def _ref(
     return ModelRef(namespace, model, version, alias)
 
 
+_VERDICTS = {"published": "clean", "quarantined": "quarantined"}
+
+
+def authorize_version(request: Request, principal: Principal, svc: Services, ref: ModelRef) -> None:
+    """Decide the route's action on a version (or alias) with its scan verdict and yank state.
+
+    A caller the policies would not let near the version gets 403 whether or not it exists.
+    Where only a guard stood in the way, the caller learns which: quarantined (422) or
+    yanked (410, pull again with allow_yanked).
+    """
+    try:
+        version, state, yank_reason = svc.catalog.version_state(ref)
+    except NotFoundError:
+        authorize(request, principal, PolicyResource.of_version(ref.namespace, ref.model, "0"))
+        raise
+    resource = PolicyResource.of_version(
+        ref.namespace,
+        ref.model,
+        version,
+        scan_verdict=_VERDICTS.get(state, "pending"),
+        yanked=yank_reason is not None,
+    )
+    try:
+        authorize(request, principal, resource)
+    except PermissionDeniedError as exc:
+        reasons = request.state.audit_details["policy"]["reasons"]
+        if reasons == ["guard.quarantine"]:
+            raise QuarantinedError(f"{resource.id} is {state} and is never served") from exc
+        if reasons == ["guard.yanked-pull"]:
+            raise VersionYankedError(
+                f"{resource.id} was yanked ({yank_reason}); pass allow_yanked (--allow-yanked) "
+                "to pull it anyway"
+            ) from exc
+        raise
+
+
 @router.get("/namespaces", name="namespace.list")
-def list_namespaces(principal: Caller, svc: Svc) -> list[dict[str, Any]]:
-    return [n for n in svc.catalog.namespaces() if principal.can("reader", n["name"])]
+def list_namespaces(request: Request, principal: Caller, svc: Svc) -> list[dict[str, Any]]:
+    authorize(request, principal, PolicyResource.hub())
+    return _visible(request, principal, svc.catalog.namespaces())
+
+
+def _visible(
+    request: Request, principal: Principal, namespaces: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    shown = allowed(
+        request,
+        principal,
+        "namespace.show",
+        [PolicyResource.of_namespace(n["name"]) for n in namespaces],
+    )
+    names = {r.namespace for r in shown}
+    return [n for n in namespaces if n["name"] in names]
 
 
 @router.post("/namespaces", name="namespace.create", status_code=201)
@@ -59,77 +116,96 @@ def create_namespace(
     body: NamespaceCreate, request: Request, principal: Caller, svc: Svc
 ) -> dict[str, Any]:
     request.state.audit_resource = f"namespace:{body.name}"[:512]
-    require_admin(principal)
+    authorize(request, principal, PolicyResource.hub())
     return svc.catalog.create_namespace(body.name, body.trust_policy, actor=principal.actor)
 
 
 @router.get("/namespaces/{namespace}", name="namespace.show")
-def show_namespace(namespace: str, principal: Caller, svc: Svc) -> dict[str, Any]:
+def show_namespace(namespace: str, request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
     check_name(namespace, "namespace")
-    require(principal, "reader", namespace)
+    authorize(request, principal, PolicyResource.of_namespace(namespace))
     return svc.catalog.namespace(namespace)
 
 
 @router.put("/namespaces/{namespace}/trust-policy", name="namespace.trust")
 def set_trust_policy(
-    namespace: str, body: TrustPolicyBody, principal: Caller, svc: Svc
+    namespace: str, body: TrustPolicyBody, request: Request, principal: Caller, svc: Svc
 ) -> dict[str, Any]:
     check_name(namespace, "namespace")
-    require(principal, "admin", namespace)
+    authorize(request, principal, PolicyResource.of_namespace(namespace))
     return svc.catalog.set_trust(namespace, body.trust_policy)
 
 
 @router.get("/models", name="model.list")
-def list_models(principal: Caller, svc: Svc) -> list[dict[str, Any]]:
-    visible = principal.visible(n["name"] for n in svc.catalog.namespaces())
-    return svc.catalog.models(visible)
+def list_models(request: Request, principal: Caller, svc: Svc) -> list[dict[str, Any]]:
+    namespaces = [PolicyResource.of_namespace(n["name"]) for n in svc.catalog.namespaces()]
+    visible = allowed(request, principal, "model.list", namespaces)
+    return svc.catalog.models([r.namespace for r in visible])
 
 
 @router.get("/models/{namespace}/{model}/versions", name="version.list")
-def list_versions(namespace: str, model: str, principal: Caller, svc: Svc) -> list[dict[str, Any]]:
+def list_versions(
+    namespace: str, model: str, request: Request, principal: Caller, svc: Svc
+) -> list[dict[str, Any]]:
     ref = _ref(namespace, model)
-    require(principal, "reader", namespace)
+    authorize(request, principal, PolicyResource.model(namespace, model))
     return svc.catalog.versions(ref.namespace, ref.model)
 
 
 @router.get("/models/{namespace}/{model}/versions/{version}", name="version.show")
 def show_version(
-    namespace: str, model: str, version: str, principal: Caller, svc: Svc
+    namespace: str, model: str, version: str, request: Request, principal: Caller, svc: Svc
 ) -> dict[str, Any]:
-    require(principal, "reader", namespace)
-    return svc.catalog.version(_ref(namespace, model, version=version))
+    ref = _ref(namespace, model, version=version)
+    authorize_version(request, principal, svc, ref)
+    return svc.catalog.version(ref)
 
 
 @router.get("/models/{namespace}/{model}/aliases/{alias}", name="alias.show")
 def show_alias(
-    namespace: str, model: str, alias: str, principal: Caller, svc: Svc
+    namespace: str, model: str, alias: str, request: Request, principal: Caller, svc: Svc
 ) -> dict[str, Any]:
-    require(principal, "reader", namespace)
-    return svc.catalog.version(_ref(namespace, model, alias=alias))
+    ref = _ref(namespace, model, alias=alias)
+    authorize(request, principal, PolicyResource.model(namespace, model))
+    return svc.catalog.version(ref)
 
 
 @router.put("/models/{namespace}/{model}/aliases/{alias}", name="alias.set")
 def set_alias(
-    namespace: str, model: str, alias: str, body: AliasBody, principal: Caller, svc: Svc
+    namespace: str,
+    model: str,
+    alias: str,
+    body: AliasBody,
+    request: Request,
+    principal: Caller,
+    svc: Svc,
 ) -> dict[str, Any]:
     ref = _ref(namespace, model, alias=alias)
-    require(principal, "publisher", namespace)
+    authorize(request, principal, PolicyResource.model(namespace, model))
     return svc.catalog.set_alias(ref.namespace, ref.model, alias, body.version)
 
 
 @router.delete("/models/{namespace}/{model}/aliases/{alias}", name="alias.delete", status_code=204)
-def delete_alias(namespace: str, model: str, alias: str, principal: Caller, svc: Svc) -> None:
+def delete_alias(
+    namespace: str, model: str, alias: str, request: Request, principal: Caller, svc: Svc
+) -> None:
     ref = _ref(namespace, model, alias=alias)
-    require(principal, "publisher", namespace)
+    authorize(request, principal, PolicyResource.model(namespace, model))
     svc.catalog.delete_alias(ref.namespace, ref.model, alias)
 
 
 @router.post("/models/{namespace}/{model}/versions/{version}/yank", name="version.yank")
 def yank_version(
-    namespace: str, model: str, version: str, body: YankBody, principal: Caller, svc: Svc
+    namespace: str,
+    model: str,
+    version: str,
+    body: YankBody,
+    request: Request,
+    principal: Caller,
+    svc: Svc,
 ) -> dict[str, Any]:
     ref = _ref(namespace, model, version=version)
-    require(principal, "publisher", namespace)
+    authorize_version(request, principal, svc, ref)
     return svc.catalog.yank(ref, body.reason)
 
 
@@ -151,7 +227,7 @@ async def pull_file(
 ) -> StreamingResponse:
     ref = _ref(namespace, model, version=version)
     request.state.audit_details = {"file": path[:1024], "allow_yanked": allow_yanked}
-    require(principal, "reader", namespace)
+    await run_in_threadpool(authorize_version, request, principal, svc, ref)
     served = await run_in_threadpool(svc.catalog.open_file, ref, path, allow_yanked=allow_yanked)
     return StreamingResponse(
         served.chunks,

@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from bastion.api._security import Caller, require
+from bastion.api._security import Caller, authorize
 from bastion.api._services import Services, services
+from bastion.auth import PolicyResource
 from bastion.errors import InputError, PayloadTooLargeError
 from bastion.registry import UploadSink
 from bastion.registry._names import check_name
@@ -39,7 +40,8 @@ def start_upload(
 ) -> dict[str, Any]:
     check_name(namespace, "namespace")
     request.state.audit_resource = f"{namespace}/{model}@{body.version}"[:1024]
-    require(principal, "publisher", namespace)
+    check_name(model, "model name")
+    authorize(request, principal, PolicyResource.model(namespace, model))
     try:
         signature = base64.b64decode(body.signature, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -52,7 +54,8 @@ def start_upload(
 async def _authorise(request: Request, principal: Any, svc: Services, upload_id: str) -> None:
     namespace, ref = await run_in_threadpool(svc.publisher.namespace_of, upload_id)
     request.state.audit_resource = ref
-    require(principal, "publisher", namespace)
+    model = ref.partition("/")[2].partition("@")[0]
+    authorize(request, principal, PolicyResource.model(namespace, model))
 
 
 @router.put("/uploads/{upload_id}/files/{path:path}", name="upload.file", status_code=201)
@@ -60,7 +63,7 @@ async def upload_file(
     upload_id: str, path: str, request: Request, principal: Caller, svc: Svc
 ) -> dict[str, Any]:
     await _authorise(request, principal, svc, upload_id)
-    request.state.audit_details = {"file": path[:1024]}
+    request.state.audit_details["file"] = path[:1024]
     target = await run_in_threadpool(svc.publisher.target, upload_id, path)
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) != target.size):

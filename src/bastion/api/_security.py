@@ -1,46 +1,93 @@
-"""Authentication of every request but liveness, and the built-in role checks."""
+"""Authorisation of every routed request: the route's name is the Cedar action.
+
+The caller was authenticated before routing (:mod:`bastion.api._access`); a route hands
+:func:`authorize` the resource it acts on, and the policies in force decide. A denial
+raises ``forbidden`` (or ``step_up_required`` when only the MFA age stood in the way) and
+puts the deciding policies into the request's audit entry.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from bastion.api._services import Services, services
-from bastion.auth import Principal, Role
-from bastion.errors import AuthenticationError, PermissionDeniedError
+from bastion.auth import Decision, PolicyResource, Principal, RequestContext
+from bastion.errors import AuthenticationError, PermissionDeniedError, StepUpRequiredError
 
-__all__ = ["Caller", "authenticate", "require", "require_admin"]
+__all__ = ["UNKNOWN_ADDRESS", "Caller", "allowed", "authorize", "caller", "context_for"]
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: bst_<id>_<secret>")
+#: The source address of a request without one (not a socket: nothing binds to it).
+UNKNOWN_ADDRESS = "0.0.0.0"  # noqa: S104
+
+_STEP_UP = "guard.step-up"
 
 
-def authenticate(
-    request: Request,
-    svc: Annotated[Services, Depends(services)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise AuthenticationError(
-            "this route needs an API key: send 'Authorization: Bearer bst_...'"
-        )
-    principal = svc.api_keys.authenticate(credentials.credentials, now=svc.hub.now())
-    request.state.principal = principal
+def caller(request: Request) -> Principal:
+    """The principal the access layer authenticated (public routes have none)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # the access layer refuses first; this is a second line
+        raise AuthenticationError("this route needs a credential: send 'Authorization: Bearer ...'")
     return principal
 
 
-Caller = Annotated[Principal, Depends(authenticate)]
+Caller = Annotated[Principal, Depends(caller)]
 
 
-def require(principal: Principal, role: Role, namespace: str) -> None:
-    if not principal.can(role, namespace):
-        raise PermissionDeniedError(
-            f"this needs the {role} role on namespace {namespace!r}; "
-            "ask an administrator for a key that has it"
+def context_for(request: Request, principal: Principal, now: datetime) -> RequestContext:
+    client = request.scope.get("client")
+    return RequestContext(
+        source_ip=client[0] if client else UNKNOWN_ADDRESS,
+        time=now,
+        auth_method=principal.auth_method,
+        mfa_age_seconds=principal.mfa_age(now),
+        allow_yanked=request.query_params.get("allow_yanked") == "true",
+        client_certificate=principal.client_certificate,
+    )
+
+
+def _decide(
+    request: Request, svc: Services, principal: Principal, action: str, resource: PolicyResource
+) -> Decision:
+    now = svc.hub.now()
+    engine = svc.policies.engine()
+    return engine.decide(
+        principal.for_policy(), action, resource, context_for(request, principal, now)
+    )
+
+
+def authorize(
+    request: Request, principal: Principal, resource: PolicyResource, *, action: str | None = None
+) -> Decision:
+    """Decide the route's action (or ``action``) on ``resource``; raise if denied."""
+    svc = services(request)
+    route = request.scope.get("route")
+    name = action or getattr(route, "name", None) or "request.unmatched"
+    decision = _decide(request, svc, principal, name, resource)
+    details = getattr(request.state, "audit_details", None)
+    if details is None:
+        details = request.state.audit_details = {}
+    details["policy"] = {"decision": "allow" if decision.allowed else "deny", **decision.to_dict()}
+    details["policy"].pop("allowed", None)
+    if decision.allowed:
+        return decision
+    if decision.reasons == (_STEP_UP,):
+        raise StepUpRequiredError(
+            f"{name} is a sensitive action: it needs a session whose MFA was passed recently; "
+            "give a fresh code ('bastion login --step-up') or use an API key scoped to it"
         )
+    raise PermissionDeniedError(
+        f"the policies in force do not allow {name} on {resource.kind} {resource.id!r} "
+        "for this caller; ask an administrator"
+    )
 
 
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise PermissionDeniedError("this needs the admin role on every namespace ('*')")
+def allowed(
+    request: Request, principal: Principal, action: str, resources: Iterable[PolicyResource]
+) -> list[PolicyResource]:
+    """The resources ``action`` is allowed on, for filtering lists (not audited one by one)."""
+    svc = services(request)
+    return [r for r in resources if _decide(request, svc, principal, action, r).allowed]

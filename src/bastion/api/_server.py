@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
+from bastion.api._access_config import AccessConfig
 from bastion.api._app import create_app
 from bastion.api._services import Services
 from bastion.api._settings import ServerSettings
+from bastion.api._transport import hub_server_config
 from bastion.audit import AuditLog
-from bastion.auth import ApiKeyStore
+from bastion.auth import ApiKeyStore, OidcAuthenticator
+from bastion.auth._passwords import PasswordHasher
+from bastion.auth._policy_store import PolicyStore
+from bastion.auth._ratelimit import RateLimiter
+from bastion.auth._sessions import SessionStore
+from bastion.auth._users import UserStore
 from bastion.crypto import LocalKeyring
 from bastion.db import Database, sqlite_url
 from bastion.errors import KeyringError
@@ -30,7 +36,12 @@ __all__ = ["bootstrap_admin", "open_services", "serve"]
 log = logging.getLogger(__name__)
 
 
-def open_services(settings: ServerSettings) -> Services:
+def open_services(settings: ServerSettings, *, hasher: PasswordHasher | None = None) -> Services:
+    """Everything the application needs, from the data folder and the access settings.
+
+    ``hasher`` replaces the production argon2id parameters (tests use cheap ones).
+    """
+    access = AccessConfig.load(settings.access_config)
     data = settings.data_dir
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.database_url or sqlite_url(data / "hub.sqlite"))
@@ -59,9 +70,18 @@ def open_services(settings: ServerSettings) -> Services:
         catalog=Catalog(hub),
         publisher=publisher,
         api_keys=ApiKeyStore(db),
+        users=UserStore(db, hasher=hasher or PasswordHasher(), keys=keyring),
+        sessions=SessionStore(db, idle=access.session_idle, lifetime=access.session_lifetime),
+        policies=PolicyStore(db),
+        limits=access.limits,
+        limiter=RateLimiter(access.limits),
         audit=audit,
         audit_reader=audit,
+        oidc=OidcAuthenticator(access.issuers) if access.issuers else None,
+        mtls=access.clients,
         checkpoint_seconds=settings.checkpoint_seconds,
+        hsts=not settings.insecure_http,
+        cors_origins=access.cors_origins,
     )
 
 
@@ -116,32 +136,16 @@ def serve(settings: ServerSettings) -> None:  # pragma: no cover - exercised as 
         lines.append(f"Admin token (shown once, store it now): {token}")
     for line in lines:
         print(line, file=sys.stderr, flush=True)
-    app = create_app(services)
-    config = _tls_config_class()(
-        app,
+    client_ca = AccessConfig.load(settings.access_config).client_ca
+    config = hub_server_config(
+        create_app(services),
         host=settings.host,
         port=settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_keep_alive=30,
-        **tls,
+        ssl_certfile=tls.get("ssl_certfile"),
+        ssl_keyfile=tls.get("ssl_keyfile"),
+        client_ca=client_ca,
     )
     try:
         uvicorn.Server(config).run()
     finally:
         services.hub.db.dispose()
-
-
-def _tls_config_class() -> Any:
-    import uvicorn
-
-    class TlsConfig(uvicorn.Config):
-        """uvicorn's configuration with TLS 1.2 as the oldest protocol accepted."""
-
-        def load(self) -> None:
-            super().load()
-            if self.ssl is not None:
-                self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-
-    return TlsConfig

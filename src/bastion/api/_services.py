@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Request
 
-from bastion.auth import ApiKeyStore
+from bastion.auth import ApiKeyStore, OidcAuthenticator
+from bastion.auth._policy_store import PolicyStore
+from bastion.auth._ratelimit import RateLimiter, RateLimits
+from bastion.auth._sessions import SessionStore
+from bastion.auth._users import UserStore
 from bastion.registry import Catalog, Hub, Publisher
+
+if TYPE_CHECKING:
+    from bastion.auth._mtls import ClientCertificates
 
 __all__ = ["AuditRecorder", "Services", "services"]
 
@@ -35,12 +42,25 @@ class Services:
     catalog: Catalog
     publisher: Publisher
     api_keys: ApiKeyStore
+    users: UserStore
+    sessions: SessionStore
+    policies: PolicyStore
+    limits: RateLimits
+    limiter: RateLimiter
     audit: AuditRecorder
     audit_reader: Any
+    #: Trusted OpenID Connect issuers; None: bearer JWTs are refused.
+    oidc: OidcAuthenticator | None = None
+    #: Client certificates mapped to service accounts; None: certificates name no one.
+    mtls: ClientCertificates | None = None
     #: The largest JSON request body accepted (uploads are bounded by what they declare).
     max_json_body: int = 4 << 20
     #: Sign an audit checkpoint this often (seconds) when entries were added; None: never.
     checkpoint_seconds: float | None = None
+    #: Send Strict-Transport-Security (the hub is served over TLS).
+    hsts: bool = False
+    #: Browser origins allowed to call the API (CORS); empty: none.
+    cors_origins: tuple[str, ...] = ()
 
 
 def services(request: Request) -> Services:

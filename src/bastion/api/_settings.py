@@ -3,6 +3,8 @@
 * ``BASTION_DATA_DIR``: where the hub keeps its database, blobs, keys and TLS material.
 * ``BASTION_DATABASE_URL``: ``postgresql+psycopg://...`` instead of the embedded SQLite file.
 * ``BASTION_MAX_VERSION_BYTES``: the largest version accepted (default 64 GiB).
+* ``BASTION_ACCESS_CONFIG``: the access settings file (rate limits, OIDC issuers, mutual
+  TLS, sessions, CORS; ``docs/access.md``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ServerSettings:
     max_version_bytes: int = 64 << 30
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
+    access_config: Path | None = None
 
     def __post_init__(self) -> None:
         if self.insecure_http and not is_loopback(self.host):
@@ -53,6 +56,8 @@ class ServerSettings:
             if not raw.isdigit():
                 raise UsageError("BASTION_MAX_VERSION_BYTES must be a whole number of bytes")
             values["max_version_bytes"] = int(raw)
+        if "BASTION_ACCESS_CONFIG" in os.environ:
+            values["access_config"] = Path(os.environ["BASTION_ACCESS_CONFIG"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("data_dir", Path(".bastion"))
         return cls(**values)  # type: ignore[arg-type]

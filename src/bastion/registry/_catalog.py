@@ -148,6 +148,14 @@ class Catalog:
             )
             return body
 
+    def version_state(self, ref: ModelRef) -> tuple[str, str, str | None]:
+        """(version, state, why it was yanked or None) of a version or alias, for authorisation."""
+        with self.hub.db.session() as s:
+            _, v = _resolve(s, ref)
+            if v.yanked_at is None:
+                return v.version, v.state, None
+            return v.version, v.state, v.yank_reason or "no reason given"
+
     def servable(self, ref: ModelRef, *, allow_yanked: bool) -> dict[str, Any]:
         """The version to pull: published, and not yanked unless ``allow_yanked``."""
         info = self.version(ref)

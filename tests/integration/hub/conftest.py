@@ -9,6 +9,7 @@ the namespace ``med`` that ``med`` creates; ``safe_model`` writes a small model
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import signal
@@ -34,7 +35,12 @@ import bastion
 from bastion.api import Services, create_app
 from bastion.api._server import bootstrap_admin, open_services
 from bastion.api._settings import ServerSettings
+from bastion.auth._passwords import PasswordHasher
+from bastion.auth._ratelimit import RateLimiter, RateLimits
 from bastion.client import Client
+
+#: argon2id with small costs: the tests sign in often, and the parameters are not under test.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost_kib=1024)
 
 
 @dataclass
@@ -56,7 +62,7 @@ def _free_port() -> int:
 
 
 def start_hub(
-    data_dir: Path, **settings: object
+    data_dir: Path, *, limits: RateLimits | None = None, **settings: object
 ) -> tuple[RunningHub, uvicorn.Server, threading.Thread]:
     port = int(settings.pop("port", None) or _free_port())  # type: ignore[call-overload]
     config = ServerSettings(
@@ -65,7 +71,15 @@ def start_hub(
         insecure_http=True,
         **settings,  # type: ignore[arg-type]
     )
-    services = open_services(config)
+    services = open_services(config, hasher=CHEAP_HASHER)
+    if limits is None:  # every test talks from 127.0.0.1: limits are tested on their own
+        limits = RateLimits(
+            anonymous="100000/minute",
+            principal="100000/minute",
+            models={"*": "100000/minute"},
+            login_failure_limit="100000/minute",
+        )
+    services = dataclasses.replace(services, limits=limits, limiter=RateLimiter(limits))
     token = bootstrap_admin(services, None) or ""
     server = uvicorn.Server(
         uvicorn.Config(
@@ -308,9 +322,11 @@ def hub_with(tmp_path: Path) -> Iterator[Callable[..., RunningHub]]:
     """Start hubs with custom settings (``data_dir=`` too); each is stopped after the test."""
     started: list[tuple[RunningHub, uvicorn.Server, threading.Thread]] = []
 
-    def start(data_dir: Path | None = None, **settings: object) -> RunningHub:
+    def start(
+        data_dir: Path | None = None, *, limits: RateLimits | None = None, **settings: object
+    ) -> RunningHub:
         folder = data_dir or tmp_path / f"custom-hub-{len(started)}"
-        started.append(start_hub(folder, **settings))
+        started.append(start_hub(folder, limits=limits, **settings))
         return started[-1][0]
 
     yield start

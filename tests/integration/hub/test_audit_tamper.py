@@ -64,7 +64,7 @@ def _build_log(hub: RunningHub, work: Path) -> None:
         admin.push(write_safe_model(work / "model"), "med/xray@1.0.0", key=key)
         admin.pull("med/xray@1.0.0", work / "pulled")
         admin.set_alias("med/xray", "prod", "1.0.0")
-        reader = admin.create_api_key("reader", [("med", "reader")])
+        reader = admin.create_api_key("reader", [("med", "consumer")])
         with hub.client(reader["token"]) as as_reader, contextlib.suppress(bastion.BastionError):
             as_reader.rotate_kek()  # denied
         with httpx.Client(base_url=hub.url) as anonymous:
@@ -290,7 +290,7 @@ def test_a_restored_older_database_is_a_rollback(copy: Path, pristine: Pristine)
         port = int(hub.url.rsplit(":", 1)[1])
         with hub.client(pristine.token) as admin:
             for _ in range(2 * EVERY):
-                admin.create_api_key("later", [("med", "reader")], expires_in_days=1)
+                admin.create_api_key("later", [("med", "consumer")], expires_in_days=1)
         code, doc = verify_hub(hub.url)  # the client witnesses the newest checkpoint
         assert code == 0, doc
         witnessed = doc["entries"]

@@ -303,7 +303,7 @@ def test_the_hub_signs_checkpoints_on_its_own_when_entries_are_added(
     running = hub_with(checkpoint_seconds=0.2, checkpoint_every=1000)
     with running.client() as client:
         client.namespaces()  # a read: not audited
-        client.create_api_key("ci", [("*", "reader")])  # audited: one more entry
+        client.create_api_key("ci", [("*", "consumer")])  # audited: one more entry
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             lines = client.audit_checkpoints()

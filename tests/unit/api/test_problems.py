@@ -15,7 +15,7 @@ def test_every_error_class_has_a_fitting_status() -> None:
         if issubclass(cls, errors.InputError) or cls is errors.UsageError:
             assert 400 <= status < 500, cls
         if cls.exit_code == 4:
-            assert status in (401, 403), cls
+            assert status in (401, 403, 429), cls
         if cls.exit_code == 5:
             assert status >= 500, cls
         if cls in (errors.InternalError, errors.BastionError):
@@ -23,4 +23,4 @@ def test_every_error_class_has_a_fitting_status() -> None:
 
 
 def test_the_table_only_names_statuses_that_exist() -> None:
-    assert set(STATUS.values()) <= {400, 401, 403, 404, 405, 409, 410, 413, 422, 500, 503, 507}
+    assert set(STATUS.values()) <= {400, 401, 403, 404, 405, 409, 410, 413, 422, 429, 500, 503, 507}

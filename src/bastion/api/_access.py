@@ -1,0 +1,361 @@
+"""The access layer: every request is authenticated and rate-limited before it is routed.
+
+Order, cheapest refusal first:
+
+1. The route is looked up (the same match the router makes). Public routes (liveness,
+   signing in, enrolment) need no credential; all but liveness are limited per source
+   address.
+2. A source address that has sent too many bad credentials is refused (429) without
+   looking at the credential.
+3. The credential is checked: an API key (``bst_...``), a session (``bss_...``, or the
+   session cookie, which also needs the CSRF header on unsafe methods), an OIDC bearer
+   token (three dot-separated parts), or a verified client certificate mapped to a
+   service account. Failure: 401, counted against the source address.
+4. The principal's limits (per principal, per route, per model, quotas) are hit; over
+   them: 429 with ``Retry-After``. Every answer carries the ``RateLimit-*`` headers.
+
+The route then authorises its action against the resource with the policies in force
+(:mod:`bastion.api._security`). Refusals here are cheaper than any served request: no
+body is read, no route runs, and 429s are counted, not written to the audit log one by
+one (a flood would otherwise write the log at the flood's rate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import anyio
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bastion.api._security import UNKNOWN_ADDRESS
+from bastion.api._services import Services
+from bastion.auth import Principal
+from bastion.errors import AuthenticationError, BastionError, RateLimitedError
+
+__all__ = ["PUBLIC_ROUTES", "SESSION_COOKIE", "AccessMiddleware"]
+
+log = logging.getLogger(__name__)
+
+#: Routes anyone may call. Everything else needs a credential and a policy decision.
+PUBLIC_ROUTES = frozenset({"livez", "session.create", "enrol.begin", "enrol.finish"})
+#: Public routes outside every rate limit (orchestrators poll liveness).
+_UNLIMITED = frozenset({"livez"})
+SESSION_COOKIE = "__Host-bastion-session"
+_PLAIN_COOKIE = "bastion-session"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_OIDC_CACHE = 4096
+#: A verified OIDC token is trusted again without checking for at most this long.
+_OIDC_CACHE_SECONDS = 60.0
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    raw = _header(scope, b"cookie")
+    if not raw:
+        return None
+    for part in raw.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value
+    return None
+
+
+class _OverLimit(Exception):
+    """A request over a rate limit: the error to answer and the limit's headers."""
+
+    def __init__(self, error: RateLimitedError, headers: list[tuple[str, str]]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.headers = headers
+
+
+class _OidcCache:
+    """Recently verified OIDC tokens, by their SHA-256, until min(expiry, a minute)."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> Principal | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                return None
+            if found[0] <= time.monotonic():
+                del self._items[key]
+                return None
+            return found[1]
+
+    def put(self, key: bytes, principal: Principal, seconds: float) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic() + seconds, principal)
+            while len(self._items) > _OIDC_CACHE:
+                self._items.popitem(last=False)
+
+
+class AccessMiddleware:
+    def __init__(self, app: ASGIApp, services: Services, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.services = services
+        self.routes = routes
+        self._oidc_cache = _OidcCache()
+        #: An in-memory store answers at once; Redis is asked from a worker thread.
+        self._limits_in_process = services.limits.storage_kind == "memory"
+
+    def _match(self, scope: Scope) -> tuple[str | None, dict[str, Any]]:
+        partial: tuple[str | None, dict[str, Any]] | None = None
+        for route in self.routes:
+            match, child = route.matches(scope)
+            if match == Match.FULL:
+                return getattr(route, "name", None), child.get("path_params", {})
+            if match == Match.PARTIAL and partial is None:
+                partial = (getattr(route, "name", None), child.get("path_params", {}))
+        return partial if partial is not None else (None, {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        route, params = self._match(scope)
+        state["route_name"] = route
+        state["path_params"] = params
+        client = scope.get("client")
+        source = client[0] if client else UNKNOWN_ADDRESS
+        try:
+            if route in PUBLIC_ROUTES:
+                if route not in _UNLIMITED:
+                    state["rate_limit"] = await self._limit(None, source, route, None)
+                await self._forward(scope, receive, send)
+                return
+            await self._refuse_bad_sources(source)
+            try:
+                principal = await self._authenticate(scope)
+            except AuthenticationError:
+                await self._call_limiter(lambda: self.services.limiter.hit_login_failure(source))
+                raise
+            state["principal"] = principal
+            model = None
+            if params.get("namespace") and params.get("model"):
+                model = f"{params['namespace']}/{params['model']}"
+            state["rate_limit"] = await self._limit(principal.actor, source, route, model)
+        except _OverLimit as over:
+            await _refuse(scope, send, over.error, over.headers)
+            return
+        except BastionError as exc:
+            await _refuse(scope, send, exc, [])
+            return
+        await self._forward(scope, receive, send)
+
+    async def _call_limiter(self, call: Callable[[], Any]) -> Any:
+        if self._limits_in_process:
+            return call()
+        return await anyio.to_thread.run_sync(call)
+
+    async def _refuse_bad_sources(self, source: str) -> None:
+        limiter = self.services.limiter
+        decision = await self._call_limiter(lambda: limiter.check_login_source(source))
+        if not decision.allowed:
+            raise _OverLimit(
+                RateLimitedError(
+                    "too many bad credentials from this address; wait and try again",
+                    retry_after=decision.retry_after or 1,
+                ),
+                decision.headers(),
+            )
+
+    async def _limit(
+        self, actor: str | None, source: str, route: str | None, model: str | None
+    ) -> list[tuple[str, str]]:
+        limiter = self.services.limiter
+        decision = await self._call_limiter(
+            lambda: limiter.check(principal=actor, source_ip=source, route=route, model=model)
+        )
+        headers: list[tuple[str, str]] = decision.headers()
+        if not decision.allowed:
+            raise _OverLimit(
+                RateLimitedError(
+                    "too many requests; wait and try again", retry_after=decision.retry_after or 1
+                ),
+                headers,
+            )
+        return headers
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope.get("state", {}).get("rate_limit")
+        if not headers:
+            await self.app(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in headers]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+    async def _authenticate(self, scope: Scope) -> Principal:
+        svc = self.services
+        now = svc.hub.now()
+        certificate = _client_certificate(scope)
+        authorization = _header(scope, b"authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise AuthenticationError("send the credential as 'Authorization: Bearer <token>'")
+            principal = await self._bearer(token, now)
+        else:
+            cookie = _cookie(
+                scope, SESSION_COOKIE if scope.get("scheme") == "https" else _PLAIN_COOKIE
+            )
+            if cookie is not None:
+                principal = await anyio.to_thread.run_sync(
+                    lambda: svc.sessions.authenticate(cookie, now=now, via_cookie=True)
+                )
+                if scope["method"] not in _SAFE_METHODS:
+                    await self._check_csrf(scope, principal)
+            elif certificate is not None and svc.mtls is not None:
+                principal = _mtls_principal(svc, certificate)
+            else:
+                raise AuthenticationError(
+                    "this route needs a credential: send 'Authorization: Bearer ...' with an "
+                    "API key (bst_...), a session (bss_...) or an OIDC token "
+                    "('bastion login' stores one for the CLI)"
+                )
+        if certificate is not None and principal.client_certificate is None:
+            principal = _with_certificate(principal, certificate[0])
+        return principal
+
+    async def _bearer(self, token: str, now: datetime) -> Principal:
+        svc = self.services
+        if token.startswith("bst_"):
+            peeked = svc.api_keys.peek(token, now=now)
+            if peeked is not None:
+                return peeked
+            return await anyio.to_thread.run_sync(lambda: svc.api_keys.authenticate(token, now=now))
+        if token.startswith("bss_"):
+            return await anyio.to_thread.run_sync(lambda: svc.sessions.authenticate(token, now=now))
+        if token.count(".") == 2 and svc.oidc is not None:
+            key = hashlib.sha256(token.encode()).digest()
+            cached = self._oidc_cache.get(key)
+            if cached is not None:
+                return cached
+            oidc = svc.oidc
+            identity = await anyio.to_thread.run_sync(lambda: oidc.authenticate(token, now=now))
+            principal = Principal(
+                kind="OidcSubject",
+                id=f"{identity.issuer}#{identity.subject}",
+                name=identity.name,
+                auth_method="oidc",
+                roles=identity.roles,
+                groups=identity.groups,
+                issuer=identity.issuer,
+            )
+            left = (identity.expires_at - now).total_seconds()
+            self._oidc_cache.put(key, principal, min(left, _OIDC_CACHE_SECONDS))
+            return principal
+        raise AuthenticationError(
+            "the credential is not an API key (bst_...), a session (bss_...) or an OIDC token "
+            "from a configured issuer"
+        )
+
+    async def _check_csrf(self, scope: Scope, principal: Principal) -> None:
+        from bastion.errors import PermissionDeniedError
+
+        given = _header(scope, b"x-csrf-token")
+        session_id = principal.session_id
+        ok = (
+            given is not None
+            and session_id is not None
+            and await anyio.to_thread.run_sync(
+                lambda: self.services.sessions.check_csrf(session_id, given)
+            )
+        )
+        if not ok:
+            raise PermissionDeniedError(
+                "a request that changes something with the session cookie needs the "
+                "X-CSRF-Token header given at sign-in"
+            )
+
+
+def _client_certificate(scope: Scope) -> tuple[str, str] | None:
+    tls = scope.get("extensions", {}).get("tls") or {}
+    fingerprint = tls.get("client_cert_sha256")
+    if not fingerprint:
+        return None
+    return str(fingerprint), str(tls.get("client_cert_name") or "")
+
+
+def _mtls_principal(svc: Services, certificate: tuple[str, str]) -> Principal:
+    assert svc.mtls is not None
+    client = svc.mtls.identify(*certificate)
+    if client is None:
+        raise AuthenticationError(
+            "the client certificate is valid but not mapped to a client; ask an administrator"
+        )
+    return Principal(
+        kind="ServiceAccount",
+        id=client.name,
+        name=client.name,
+        auth_method="mtls",
+        roles=client.roles,
+        scope=client.scope,
+        client_certificate=certificate[0],
+    )
+
+
+def _with_certificate(principal: Principal, fingerprint: str) -> Principal:
+    from dataclasses import replace
+
+    return replace(principal, client_certificate=fingerprint, _policy=[])
+
+
+async def _refuse(
+    scope: Scope, send: Send, exc: BastionError, extra: list[tuple[str, str]]
+) -> None:
+    from bastion.api._problems import _TITLES, STATUS
+
+    status = STATUS.get(exc.code, 400)
+    state = scope.setdefault("state", {})
+    state["error_code"] = exc.code
+    request_id = state.get("request_id", "")
+    body: dict[str, Any] = {
+        "type": f"urn:bastion:problem:{exc.code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": exc.message,
+        "code": exc.code,
+    }
+    if request_id:
+        body["instance"] = f"urn:bastion:request:{request_id}"
+    headers = [(b"content-type", b"application/problem+json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="bastion"'))
+    if isinstance(exc, RateLimitedError):
+        body["retry_after"] = exc.retry_after
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+        state["audit_skip"] = True
+    for key, value in extra:
+        if key.lower() != "retry-after":
+            headers.append((key.lower().encode(), value.encode()))
+    payload = json.dumps(body).encode()
+    headers.append((b"content-length", str(len(payload)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
