@@ -1,4 +1,9 @@
-"""``bastion policy check|test``: validate Cedar policies and try a request against them."""
+"""``bastion policy check|test|apply|show|history``: Cedar policies, locally and on the hub.
+
+``check`` and ``test`` work on files; ``apply`` checks a folder locally first (nothing is
+sent if any file has a problem), then makes it the hub's new policy version; ``show``
+prints the version in force (``--out DIR`` writes its files), ``history`` every version.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bastion.cli._output import add_json_flag, emit
+from bastion.cli._hub import add_hub_options, open_client
+from bastion.cli._output import add_json_flag, emit, note
 
 __all__ = ["add_parser", "run"]
 
@@ -57,7 +63,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="source_ip, time, auth_method, mfa_age_seconds, allow_yanked",
     )
     test.add_argument("--policies", type=Path, metavar="DIR", help="default: Bastion's own")
-    for q in (check, test):
+    apply = actions.add_parser(
+        "apply", help="check a folder of .cedar files, then make it the hub's policies"
+    )
+    apply.add_argument("directory", type=Path)
+    apply.add_argument("--comment", default="", help="why (kept in the policy history)")
+    show = actions.add_parser("show", help="the policy version in force on the hub")
+    show.add_argument("--out", type=Path, metavar="DIR", help="write its files into DIR (new)")
+    history = actions.add_parser("history", help="every policy version applied on the hub")
+    for q in (apply, show, history):
+        add_hub_options(q)
+    for q in (check, test, apply, show, history):
         add_json_flag(q)
         q.set_defaults(run=run)
 
@@ -141,7 +157,90 @@ def _check(args: argparse.Namespace) -> int:
     return 2 if problems else 0
 
 
+def _apply(args: argparse.Namespace) -> int:
+    from bastion.auth._policy import _read_directory, check_policies
+    from bastion.errors import PolicyError
+
+    problems = check_policies(args.directory)
+    if problems:
+        for problem in problems:
+            print(f"bastion: {problem}", file=sys.stderr)
+        refused = PolicyError(
+            f"{len(problems)} problem(s) in {args.directory}; nothing was applied: fix them "
+            "(bastion policy check lists them) and apply again"
+        )
+        note(f"bastion: error [{refused.code}]: {refused.message}")
+        if args.json:
+            shown = [str(p) for p in problems]
+            document = {"ok": False, "error": refused.to_dict(), "problems": shown}
+            print(json.dumps(document, indent=2))
+        return refused.exit_code
+    sources, _ = _read_directory(args.directory)
+    if not sources:
+        raise PolicyError(f"{args.directory} holds no .cedar files; nothing would be allowed")
+    files = {Path(source.name).name: source.text for source in sources}
+    with open_client(args) as client:
+        result = client.apply_policies(files, comment=args.comment)
+    emit(
+        args,
+        {"ok": True, **result},
+        f"policy version {result['version']} in force ({len(result['files'])} files, "
+        f"{result['policies']} policies); digest {result['digest']}",
+    )
+    return 0
+
+
+def _write_files(out: Path, files: dict[str, str]) -> None:
+    from bastion.errors import ConflictError, InputError
+
+    names = [Path(name).name for name in files]
+    if len(set(names)) != len(names) or any(n in ("", ".", "..") for n in names):
+        raise InputError("the hub's policy file names cannot be written as one folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConflictError(f"{out} exists and is not an empty folder; give a new --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in zip(names, files.values(), strict=True):
+            with (out / name).open("x", encoding="utf-8") as handle:
+                handle.write(text)
+    except FileExistsError as exc:
+        raise ConflictError(f"{exc.filename} appeared meanwhile; give a new --out") from exc
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "a file name is not valid"
+        raise InputError(f"cannot write the policies into {out}: {reason}") from exc
+
+
+def _show(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        current = client.policies()
+    if args.out is not None:
+        _write_files(args.out, current["files"])
+    applied = current["applied_at"] or "built in"
+    text = (
+        f"policy version {current['version']} ({applied}, by {current['applied_by']}); "
+        f"digest {current['digest']}\nfiles: {', '.join(sorted(current['files']))}"
+    )
+    if args.out is not None:
+        text += f"\nwritten into {args.out}"
+    if current["comment"]:
+        text += f"\ncomment: {current['comment']}"
+    document = {**current, "written_to": None if args.out is None else str(args.out)}
+    emit(args, document, text)
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        versions = client.policy_history()
+    text = "\n".join(
+        f"{v['version']:>4}  {v['applied_at']}  {v['applied_by']:<24} {v['digest'][:16]}  "
+        f"{v['comment']}".rstrip()
+        for v in versions
+    )
+    emit(args, {"versions": versions}, text or "(none: the built-in defaults are in force)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.policy_action == "check":
-        return _check(args)
-    return _test(args)
+    handlers = {"check": _check, "test": _test, "apply": _apply, "show": _show}
+    return handlers.get(args.policy_action, _history)(args)

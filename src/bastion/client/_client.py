@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from bastion.client._http import HubSession
+from bastion.client._identity import IdentityMixin
 from bastion.client._login import resolve_login
 from bastion.client._transfer import Progress, pull, push
 from bastion.registry._names import check_alias, check_name, parse_ref
@@ -20,7 +21,7 @@ from bastion.signing import PrivateKey, TrustPolicy
 __all__ = ["Client"]
 
 
-class Client:
+class Client(IdentityMixin):
     """A client of one hub. ``url``, ``token`` and ``ca`` default to ``BASTION_URL``,
     ``BASTION_TOKEN``, ``BASTION_CA``, then to what ``bastion login`` saved."""
 
@@ -162,12 +163,16 @@ class Client:
         roles: Sequence[tuple[str, str]],
         *,
         expires_in_days: int | None = 90,
+        scope: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        body = {
+        """A new API key; ``scope`` limits it to those actions (default: its roles')."""
+        body: dict[str, Any] = {
             "name": name,
             "roles": [{"namespace": ns, "role": role} for ns, role in roles],
             "expires_in_days": expires_in_days,
         }
+        if scope is not None:
+            body["scope"] = list(scope)
         result: dict[str, Any] = self._session.json("POST", "/api/v1/api-keys", json=body)
         return result
 
@@ -177,6 +182,11 @@ class Client:
 
     def revoke_api_key(self, key_id: str) -> None:
         self._session.request("DELETE", f"/api/v1/api-keys/{key_id}")
+
+    def rotate_api_key(self, key_id: str) -> dict[str, Any]:
+        """A new secret for the key (shown once); the old token stops working."""
+        result: dict[str, Any] = self._session.json("POST", f"/api/v1/api-keys/{key_id}/rotate")
+        return result
 
     def rotate_kek(self) -> dict[str, Any]:
         result: dict[str, Any] = self._session.json("POST", "/api/v1/admin/kek/rotate")

@@ -165,9 +165,9 @@ def test_the_whole_flow_through_the_command_line(
     assert again["yanked"] is True
     assert _tree(work / "anyway") == expected
 
-    ci = cli.json("tokens", "create", "ci", "--role", "reader", "--namespace", "med")
+    ci = cli.json("tokens", "create", "ci", "--role", "consumer", "--namespace", "med")
     assert ci["token"].startswith("bst_")
-    assert ci["roles"] == [{"namespace": "med", "role": "reader"}]
+    assert ci["roles"] == [{"namespace": "med", "role": "consumer"}]
     listed = cli.json("tokens", "ls")["keys"]
     assert ci["token"] not in json.dumps(listed)
     assert ci["id"] in {k["id"] for k in listed}
@@ -226,7 +226,7 @@ def test_a_reader_key_cannot_push(
     key = cli.json("keygen", "--type", "ecdsa-p256", "--out", tmp_path / "release")
     cli.json("trust", "init", "--out", tmp_path / "trust.toml", "--public-key", key["public_key"])
     cli.json("namespace", "create", "team", "--trust", tmp_path / "trust.toml")
-    reader = cli.json("tokens", "create", "ci", "--role", "reader", "--namespace", "team")
+    reader = cli.json("tokens", "create", "ci", "--role", "consumer", "--namespace", "team")
 
     monkeypatch.setenv("BASTION_TOKEN", reader["token"])  # the environment beats the login file
     assert cli.json("models", "ls") == {"models": []}  # med/xray, if pushed, is not its to see
