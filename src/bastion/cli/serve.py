@@ -32,6 +32,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--insecure-http", action="store_true", help="plain HTTP, loopback development only"
     )
+    p.add_argument(
+        "--access-config",
+        type=Path,
+        help="TOML: rate limits, OIDC issuers, client certificates, sessions, CORS "
+        "(docs/access.md)",
+    )
     p.set_defaults(run=run)
 
 
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         insecure_http=args.insecure_http or None,
+        access_config=args.access_config,
     )
     serve(settings)
     return 0
