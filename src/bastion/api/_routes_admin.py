@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from bastion.api._bodies import Binding, bindings_of, iso_time
 from bastion.api._security import Caller, authorize
 from bastion.api._services import Services, services
-from bastion.auth import IssuedKey, PolicyResource, PolicyRole
+from bastion.auth import IssuedKey, PolicyResource
 from bastion.registry import rotate_kek
-from bastion.registry._names import check_name
 
 __all__ = ["router"]
 
@@ -23,14 +23,8 @@ router = APIRouter(prefix="/api/v1")
 Svc = Annotated[Services, Depends(services)]
 
 
-Roles = Literal["admin", "publisher", "deployer", "consumer", "invoker", "auditor"]
 _HUB = PolicyResource.hub()
 _AUDIT = PolicyResource.audit_log()
-
-
-class Binding(BaseModel):
-    namespace: str = Field(max_length=64, description="a namespace, or '*' for all")
-    role: Roles
 
 
 class KeyCreate(BaseModel):
@@ -44,16 +38,12 @@ class KeyCreate(BaseModel):
     expires_in_days: int | None = Field(default=90, ge=1, le=3650)
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
 def _issued(issued: IssuedKey) -> dict[str, Any]:
     return {
         "id": issued.key_id,
         "name": issued.name,
         "token": issued.token,
-        "expires_at": _time(issued.expires_at),
+        "expires_at": iso_time(issued.expires_at),
         "roles": [{"namespace": ns, "role": r} for ns, r in issued.bindings],
         "scope": list(issued.scope),
     }
@@ -62,11 +52,7 @@ def _issued(issued: IssuedKey) -> dict[str, Any]:
 @router.post("/api-keys", name="apikey.create", status_code=201)
 def create_key(body: KeyCreate, request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
     authorize(request, principal, _HUB)
-    bindings: list[tuple[str, PolicyRole]] = []
-    for b in body.roles:
-        if b.namespace != "*":
-            check_name(b.namespace, "namespace")
-        bindings.append((b.namespace, b.role))
+    bindings = bindings_of(body.roles)
     now = svc.hub.now()
     expires = now + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     issued = svc.api_keys.create(

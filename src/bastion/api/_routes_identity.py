@@ -8,30 +8,24 @@ request that changes something.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from bastion.api._access import SESSION_COOKIE
+from bastion.api._bodies import Binding, bindings_of, iso_time
 from bastion.api._security import Caller, authorize, context_for
 from bastion.api._services import Services, services
-from bastion.auth import PolicyResource, PolicyRole, PolicySource
+from bastion.auth import PolicyResource, PolicySource
 from bastion.errors import AuthenticationError, InputError, PolicyError
-from bastion.registry._names import check_name
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
 Svc = Annotated[Services, Depends(services)]
 _HUB = PolicyResource.hub()
-Roles = Literal["admin", "publisher", "deployer", "consumer", "invoker", "auditor"]
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 class SignIn(BaseModel):
@@ -54,11 +48,6 @@ class EnrolFinish(BaseModel):
     code: str = Field(min_length=1, max_length=64, description="the first TOTP code")
 
 
-class Binding(BaseModel):
-    namespace: str = Field(max_length=64, description="a namespace, or '*' for all")
-    role: Roles
-
-
 class UserCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     roles: list[Binding] = Field(min_length=1, max_length=100)
@@ -76,15 +65,6 @@ class PolicyFile(BaseModel):
 class PolicyApply(BaseModel):
     files: list[PolicyFile] = Field(min_length=1, max_length=256)
     comment: str = Field(default="", max_length=1000)
-
-
-def _bindings(roles: list[Binding]) -> list[tuple[str, PolicyRole]]:
-    out: list[tuple[str, PolicyRole]] = []
-    for b in roles:
-        if b.namespace != "*":
-            check_name(b.namespace, "namespace")
-        out.append((b.namespace, b.role))
-    return out
 
 
 def _source(request: Request) -> str:
@@ -122,8 +102,8 @@ def sign_in(body: SignIn, request: Request, response: Response, svc: Svc) -> dic
         "user": login.name,
         "token": issued.token,
         "csrf_token": issued.csrf_token,
-        "expires_at": _time(issued.expires_at),
-        "mfa_at": _time(issued.mfa_at),
+        "expires_at": iso_time(issued.expires_at),
+        "mfa_at": iso_time(issued.mfa_at),
         "mfa_method": login.mfa_method,
     }
 
@@ -137,7 +117,7 @@ def step_up(body: Code, request: Request, principal: Caller, svc: Svc) -> dict[s
     method = svc.users.verify_mfa(principal.name, body.code, now=now)
     svc.sessions.step_up(principal.session_id, method=method, now=now)
     request.state.audit_details["mfa"] = method
-    return {"mfa_at": _time(now), "mfa_method": method}
+    return {"mfa_at": iso_time(now), "mfa_method": method}
 
 
 @router.delete("/sessions/current", name="session.delete", status_code=204)
@@ -179,12 +159,12 @@ def create_user(body: UserCreate, request: Request, principal: Caller, svc: Svc)
     request.state.audit_resource = f"user:{body.name[:64]}"
     authorize(request, principal, _HUB)
     enrolment = svc.users.add(
-        body.name, _bindings(body.roles), created_by=principal.actor, now=svc.hub.now()
+        body.name, bindings_of(body.roles), created_by=principal.actor, now=svc.hub.now()
     )
     return {
         "user": enrolment.name,
         "enrolment_code": enrolment.code,
-        "expires_at": _time(enrolment.expires_at),
+        "expires_at": iso_time(enrolment.expires_at),
         "roles": [{"namespace": b.namespace, "role": b.role} for b in body.roles],
     }
 
@@ -194,7 +174,7 @@ def set_user_roles(
     name: str, body: UserRoles, request: Request, principal: Caller, svc: Svc
 ) -> dict[str, Any]:
     authorize(request, principal, _HUB)
-    svc.users.set_roles(name[:64], _bindings(body.roles))
+    svc.users.set_roles(name[:64], bindings_of(body.roles))
     return {"user": name, "roles": [{"namespace": b.namespace, "role": b.role} for b in body.roles]}
 
 
@@ -205,7 +185,7 @@ def reset_user(name: str, request: Request, principal: Caller, svc: Svc) -> dict
     return {
         "user": enrolment.name,
         "enrolment_code": enrolment.code,
-        "expires_at": _time(enrolment.expires_at),
+        "expires_at": iso_time(enrolment.expires_at),
     }
 
 
