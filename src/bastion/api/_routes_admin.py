@@ -116,7 +116,7 @@ def audit_entries(
     request: Request,
     principal: Caller,
     svc: Svc,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**53 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     since: Annotated[datetime | None, Query()] = None,
 ) -> Response:

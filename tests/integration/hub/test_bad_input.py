@@ -393,3 +393,14 @@ def test_errors_are_problem_documents(hub: RunningHub, http: httpx.Client, med: 
     for response, status, code in cases:
         body = assert_problem(response, status, code)
         assert body["instance"] == f"urn:bastion:request:{response.headers['x-request-id']}"
+
+
+def test_an_audit_position_beyond_the_log_format_is_bad_input(
+    hub: RunningHub, http: httpx.Client
+) -> None:
+    # Found by the API fuzz run: these answered 500 (the position did not fit the audit
+    # entry's JSON integers, then SQLite's INTEGER).
+    for after in (2**53, 10**23):
+        response = http.get("/api/v1/audit/entries", params={"after": after})
+        assert_problem(response, 400, "bad_input")
+    assert http.get("/api/v1/audit/entries", params={"after": 2**53 - 1}).status_code == 200
