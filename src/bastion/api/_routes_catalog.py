@@ -40,6 +40,10 @@ class AliasBody(BaseModel):
     version: str = Field(max_length=64)
 
 
+class ClassifyBody(BaseModel):
+    classification: str = Field(max_length=32, description="e.g. public, internal, restricted")
+
+
 class YankBody(BaseModel):
     reason: str = Field(min_length=1, max_length=1000)
 
@@ -59,6 +63,12 @@ def _ref(
 _VERDICTS = {"published": "clean", "quarantined": "quarantined"}
 
 
+def model_resource(svc: Services, namespace: str, model: str) -> PolicyResource:
+    """A model as the policies see it, with its data classification."""
+    classification = svc.catalog.classification(namespace, model)
+    return PolicyResource.model(namespace, model, classification=classification)
+
+
 def authorize_version(request: Request, principal: Principal, svc: Services, ref: ModelRef) -> None:
     """Decide the route's action on a version (or alias) with its scan verdict and yank state.
 
@@ -67,7 +77,7 @@ def authorize_version(request: Request, principal: Principal, svc: Services, ref
     yanked (410, pull again with allow_yanked).
     """
     try:
-        version, state, yank_reason = svc.catalog.version_state(ref)
+        version, state, yank_reason, classification = svc.catalog.version_state(ref)
     except NotFoundError:
         authorize(request, principal, PolicyResource.of_version(ref.namespace, ref.model, "0"))
         raise
@@ -75,6 +85,7 @@ def authorize_version(request: Request, principal: Principal, svc: Services, ref
         ref.namespace,
         ref.model,
         version,
+        classification=classification,
         scan_verdict=_VERDICTS.get(state, "pending"),
         yanked=yank_reason is not None,
     )
@@ -148,7 +159,7 @@ def list_versions(
     namespace: str, model: str, request: Request, principal: Caller, svc: Svc
 ) -> list[dict[str, Any]]:
     ref = _ref(namespace, model)
-    authorize(request, principal, PolicyResource.model(namespace, model))
+    authorize(request, principal, model_resource(svc, namespace, model))
     return svc.catalog.versions(ref.namespace, ref.model)
 
 
@@ -166,7 +177,7 @@ def show_alias(
     namespace: str, model: str, alias: str, request: Request, principal: Caller, svc: Svc
 ) -> dict[str, Any]:
     ref = _ref(namespace, model, alias=alias)
-    authorize(request, principal, PolicyResource.model(namespace, model))
+    authorize(request, principal, model_resource(svc, namespace, model))
     return svc.catalog.version(ref)
 
 
@@ -181,7 +192,7 @@ def set_alias(
     svc: Svc,
 ) -> dict[str, Any]:
     ref = _ref(namespace, model, alias=alias)
-    authorize(request, principal, PolicyResource.model(namespace, model))
+    authorize(request, principal, model_resource(svc, namespace, model))
     return svc.catalog.set_alias(ref.namespace, ref.model, alias, body.version)
 
 
@@ -190,8 +201,23 @@ def delete_alias(
     namespace: str, model: str, alias: str, request: Request, principal: Caller, svc: Svc
 ) -> None:
     ref = _ref(namespace, model, alias=alias)
-    authorize(request, principal, PolicyResource.model(namespace, model))
+    authorize(request, principal, model_resource(svc, namespace, model))
     svc.catalog.delete_alias(ref.namespace, ref.model, alias)
+
+
+@router.put("/models/{namespace}/{model}/classification", name="model.classify")
+def classify_model(
+    namespace: str,
+    model: str,
+    body: ClassifyBody,
+    request: Request,
+    principal: Caller,
+    svc: Svc,
+) -> dict[str, Any]:
+    ref = _ref(namespace, model)
+    authorize(request, principal, model_resource(svc, namespace, model))
+    request.state.audit_details["classification"] = body.classification
+    return svc.catalog.classify(ref.namespace, ref.model, body.classification)
 
 
 @router.post("/models/{namespace}/{model}/versions/{version}/yank", name="version.yank")

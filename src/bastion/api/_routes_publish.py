@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from bastion.api._routes_catalog import model_resource
 from bastion.api._security import Caller, authorize
 from bastion.api._services import Services, services
-from bastion.auth import PolicyResource
 from bastion.errors import InputError, PayloadTooLargeError
 from bastion.registry import UploadSink
 from bastion.registry._names import check_name
@@ -41,7 +41,7 @@ def start_upload(
     check_name(namespace, "namespace")
     request.state.audit_resource = f"{namespace}/{model}@{body.version}"[:1024]
     check_name(model, "model name")
-    authorize(request, principal, PolicyResource.model(namespace, model))
+    authorize(request, principal, model_resource(svc, namespace, model))
     try:
         signature = base64.b64decode(body.signature, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -55,7 +55,8 @@ async def _authorise(request: Request, principal: Any, svc: Services, upload_id:
     namespace, ref = await run_in_threadpool(svc.publisher.namespace_of, upload_id)
     request.state.audit_resource = ref
     model = ref.partition("/")[2].partition("@")[0]
-    authorize(request, principal, PolicyResource.model(namespace, model))
+    resource = await run_in_threadpool(model_resource, svc, namespace, model)
+    authorize(request, principal, resource)
 
 
 @router.put("/uploads/{upload_id}/files/{path:path}", name="upload.file", status_code=201)

@@ -53,6 +53,7 @@ ACTIONS: dict[str, str] = {
     "model.list": "Namespace",
     "version.list": "Model",
     "version.push": "Model",
+    "model.classify": "Model",
     "alias.show": "Model",
     "alias.set": "Model",
     "alias.delete": "Model",

@@ -139,7 +139,8 @@ class PolicyStore:
                 "applied_at": None,
                 "applied_by": "bastion (built-in defaults)",
                 "comment": "",
-                "files": {s.name: s.text for s in sources},
+                # Plain file names, as `policy apply` sends them back.
+                "files": {s.name.rpartition("/")[2]: s.text for s in sources},
             }
         with self._db.session() as s:
             row = s.get(PolicyVersion, version)

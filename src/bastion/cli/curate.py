@@ -1,4 +1,5 @@
-"""``bastion alias set`` and ``bastion yank``: point aliases at versions, withdraw versions."""
+"""``bastion alias set``, ``bastion yank`` and ``bastion classify``: point aliases at versions,
+withdraw versions, label a model's data classification for the policies."""
 
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     yank.add_argument("ref", help="namespace/model@version")
     yank.add_argument("--reason", required=True, help="why, e.g. a CVE id")
     yank.set_defaults(what="yank")
-    for p in (set_, yank):
+    classify = sub.add_parser(
+        "classify", help="set a model's data classification, which policies can test"
+    )
+    classify.add_argument("model", help="namespace/model")
+    classify.add_argument("classification", help="e.g. public, internal, restricted")
+    classify.set_defaults(what="classify")
+    for p in (set_, yank, classify):
         add_hub_options(p)
         add_json_flag(p)
         p.set_defaults(run=run)
@@ -34,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
             row = client.set_alias(args.model, args.alias, args.version)
             was = f" (was {row['previous']})" if row["previous"] else ""
             emit(args, row, f"{row['model']}:{row['alias']} -> {row['version']}{was}")
+        elif args.what == "classify":
+            row = client.classify(args.model, args.classification)
+            emit(args, row, f"{row['name']} is {row['classification']}")
         else:
             row = client.yank(args.ref, args.reason)
             emit(args, row, f"yanked {row['ref']}: {row['reason']}")

@@ -155,6 +155,16 @@ class Client(IdentityMixin):
         )
         return result
 
+    def classify(self, model: str, classification: str) -> dict[str, Any]:
+        """Set a model's data classification (an attribute the policies can test)."""
+        ref = parse_ref(model)
+        result: dict[str, Any] = self._session.json(
+            "PUT",
+            f"/api/v1/models/{ref.namespace}/{ref.model}/classification",
+            json={"classification": classification},
+        )
+        return result
+
     # administration ---------------------------------------------------------------
 
     def create_api_key(

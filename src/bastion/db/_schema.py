@@ -75,6 +75,8 @@ class ModelRow(Base):
     namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+    #: The data classification policies may test (``public``, ``internal``, ``restricted``...).
+    classification: Mapped[str] = mapped_column(String(32), server_default="internal")
 
 
 class VersionRow(Base):

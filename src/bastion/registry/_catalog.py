@@ -27,7 +27,14 @@ from bastion.errors import (
     VersionYankedError,
 )
 from bastion.registry._hub import Hub
-from bastion.registry._names import ModelRef, check_alias, check_name, check_version
+from bastion.registry._names import (
+    DEFAULT_CLASSIFICATION,
+    ModelRef,
+    check_alias,
+    check_classification,
+    check_name,
+    check_version,
+)
 from bastion.registry._uploads import artifact_context
 from bastion.signing import TrustPolicy
 
@@ -114,6 +121,7 @@ class Catalog:
                         "model": model.name,
                         "versions": len(versions),
                         "latest": latest.version if latest else None,
+                        "classification": model.classification,
                         "created_at": iso(model.created_at),
                     }
                 )
@@ -139,6 +147,7 @@ class Catalog:
             ).all()
             body = _version_summary(ref.namespace, ref.model, v, _aliases(s, m.id).get(v.id, []))
             body.update(
+                classification=m.classification,
                 files=[{"path": f.path, "size": f.size} for f in files],
                 signature=v.signature.decode(),
                 signers=json.loads(v.signers) if v.signers else [],
@@ -148,13 +157,31 @@ class Catalog:
             )
             return body
 
-    def version_state(self, ref: ModelRef) -> tuple[str, str, str | None]:
-        """(version, state, why it was yanked or None) of a version or alias, for authorisation."""
+    def version_state(self, ref: ModelRef) -> tuple[str, str, str | None, str]:
+        """(version, state, why it was yanked or None, the model's classification) of a
+        version or alias, for authorisation."""
         with self.hub.db.session() as s:
-            _, v = _resolve(s, ref)
-            if v.yanked_at is None:
-                return v.version, v.state, None
-            return v.version, v.state, v.yank_reason or "no reason given"
+            m, v = _resolve(s, ref)
+            reason = None if v.yanked_at is None else v.yank_reason or "no reason given"
+            return v.version, v.state, reason, m.classification
+
+    def classification(self, namespace: str, model: str) -> str:
+        """A model's data classification; ``internal`` for a model not pushed yet."""
+        with self.hub.db.session() as s:
+            found = s.scalars(
+                select(ModelRow.classification)
+                .join(Namespace, ModelRow.namespace_id == Namespace.id)
+                .where(Namespace.name == namespace, ModelRow.name == model)
+            ).first()
+            return found or DEFAULT_CLASSIFICATION
+
+    def classify(self, namespace: str, model: str, classification: str) -> dict[str, Any]:
+        """Set a model's data classification (``public``, ``internal``, ``restricted``...)."""
+        check_classification(classification)
+        with self.hub.db.session() as s:
+            m = _get_model(s, namespace, model)
+            m.classification = classification
+            return {"name": f"{namespace}/{model}", "classification": classification}
 
     def servable(self, ref: ModelRef, *, allow_yanked: bool) -> dict[str, Any]:
         """The version to pull: published, and not yanked unless ``allow_yanked``."""

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from bastion.errors import InputError
 
 __all__ = [
+    "DEFAULT_CLASSIFICATION",
     "MAX_FILE_PATH",
     "ModelRef",
     "check_alias",
+    "check_classification",
     "check_file_path",
     "check_name",
     "check_version",
@@ -51,6 +53,21 @@ def check_alias(value: str) -> str:
     if _VERSION.fullmatch(value) and value[0].isdigit():
         raise InputError(
             f"alias {value!r} must not start with a digit (it would look like a version)"
+        )
+    return value
+
+
+#: The classification a model has until an administrator sets one.
+DEFAULT_CLASSIFICATION = "internal"
+_CLASSIFICATION = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def check_classification(value: str) -> str:
+    """A data classification label: ``public``, ``internal``, ``restricted``, ``phi``..."""
+    if not isinstance(value, str) or not _CLASSIFICATION.fullmatch(value):
+        raise InputError(
+            f"classification {str(value)[:40]!r} must be 1-32 lower-case letters, digits, "
+            "'_' or '-', starting with a letter (e.g. public, internal, restricted)"
         )
     return value
 

@@ -67,6 +67,11 @@ REQUESTS: dict[tuple[str, str], tuple[str, str, Any]] = {
         "/api/v1/models/med/xray/aliases/nosuch",
         None,
     ),
+    ("PUT", "/api/v1/models/{namespace}/{model}/classification"): (
+        "model.classify",
+        "/api/v1/models/med/xray/classification",
+        {"classification": "restricted"},
+    ),
     ("POST", "/api/v1/models/{namespace}/{model}/versions/{version}/yank"): (
         "version.yank",
         "/api/v1/models/med/xray/versions/9.9.9/yank",
@@ -226,3 +231,27 @@ def test_denials_are_audited_with_the_deciding_policies(
         "reasons": ["guard.key-scope"],
         "errors": [],
     }
+
+
+def test_a_policy_can_keep_restricted_models_to_an_address_range(
+    hub: RunningHub, admin: Client, published: str
+) -> None:
+    """The model's classification reaches the policies: a forbid on it takes effect."""
+    reader = admin.create_api_key("reader", [("med", "consumer")])["token"]
+    pull = "/api/v1/models/med/xray/versions/1.0.0/files/config.json"
+    with httpx.Client(base_url=hub.url, headers=bearer(reader)) as client:
+        assert client.get(pull).status_code == 200
+        assert admin.classify("med/xray", "restricted")["classification"] == "restricted"
+        assert client.get(pull).status_code == 200  # the defaults do not look at it
+        current = admin.policies()["files"]
+        restricted = (
+            '@id("restricted-from-10-only")\n'
+            'forbid (principal, action == Bastion::Action::"version.pull", resource)\n'
+            'when { resource is Bastion::Version && resource.classification == "restricted" }\n'
+            'unless { context.source_ip.isInRange(ip("10.0.0.0/8")) };\n'
+        )
+        admin.apply_policies({**current, "restricted.cedar": restricted}, comment="matrix")
+        refused = client.get(pull)
+        assert refused.status_code == 403
+        assert client.get("/api/v1/models/med/xray/versions/1.0.0").status_code == 200
+    assert [m["classification"] for m in admin.models()] == ["restricted"]

@@ -1,5 +1,5 @@
 """identities: users, roles, recovery codes, sessions, login throttle, policy versions,
-API key scopes; the ``reader`` role becomes ``consumer``
+API key scopes, model classification; the ``reader`` role becomes ``consumer``
 
 Revision ID: 0002
 Revises: 0001
@@ -42,6 +42,12 @@ def upgrade() -> None:
             {"scope": json.dumps(scope), "id": key_id},
         )
     bind.execute(sa.text("UPDATE role_bindings SET role = 'consumer' WHERE role = 'reader'"))
+    with op.batch_alter_table("models", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "classification", sa.String(length=32), nullable=False, server_default="internal"
+            )
+        )
 
     op.create_table(
         "users",
@@ -137,6 +143,8 @@ def downgrade() -> None:
     op.drop_table("user_roles")
     op.drop_table("users")
     op.execute("UPDATE role_bindings SET role = 'reader' WHERE role = 'consumer'")
+    with op.batch_alter_table("models", schema=None) as batch_op:
+        batch_op.drop_column("classification")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_column("rotated_at")
         batch_op.drop_column("scope")
