@@ -142,7 +142,7 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     #: JSON list of the actions and action groups the key may use (``docs/access.md``).
-    scope: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text, server_default="[]")
     rotated_at: Mapped[datetime | None]
 
 

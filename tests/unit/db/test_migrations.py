@@ -7,6 +7,7 @@ create databases (``make test`` sets it); each test gets its own database, dropp
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -116,3 +117,50 @@ def test_migrating_twice_is_harmless(database: Database) -> None:
     assert _revisions(database) == [_head()]
     with database.session() as s:
         assert list(s.scalars(select(Namespace.name))) == ["kept"]
+
+
+def _upgrade(db: Database, revision: str) -> None:
+    from alembic import command
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def test_keys_made_before_policies_keep_what_their_roles_allowed(database: Database) -> None:
+    """0002 renames ``reader`` to ``consumer`` and gives old keys their roles' scope."""
+    _upgrade(database, "0001")
+    now = datetime.now(UTC)
+    rows = {"ro": ["reader"], "pub": ["publisher", "reader"], "root": ["admin"]}
+    with database.engine.begin() as connection:
+        for key_id, roles in rows.items():
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, name, secret_hash, created_at, created_by) "
+                    "VALUES (:id, :id, :hash, :now, 'test')"
+                ),
+                {"id": key_id, "hash": bytes(32), "now": now},
+            )
+            for role in roles:
+                connection.execute(
+                    text(
+                        "INSERT INTO role_bindings (key_id, namespace, role) "
+                        "VALUES (:id, 'med', :role)"
+                    ),
+                    {"id": key_id, "role": role},
+                )
+    database.migrate()
+    with database.engine.connect() as connection:
+        scopes = dict(connection.execute(text("SELECT id, scope FROM api_keys")).all())
+        roles = connection.execute(text("SELECT DISTINCT role FROM role_bindings")).scalars()
+        classified = connection.execute(text("SELECT count(*) FROM models")).scalar()
+    assert {k: json.loads(v) for k, v in scopes.items()} == {
+        "ro": ["consume"],
+        "pub": ["consume", "publish", "version.push"],
+        "root": ["*"],
+    }
+    assert sorted(roles) == ["admin", "consumer", "publisher"]
+    assert classified == 0
+    assert _differences(database) == []

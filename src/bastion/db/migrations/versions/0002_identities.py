@@ -26,11 +26,11 @@ _SCOPES = {
 
 
 def upgrade() -> None:
+    # Columns are only added (never altered) here: on SQLite an alteration rebuilds the table,
+    # and dropping the old api_keys table would cascade to every role binding.
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("scope", sa.Text(), nullable=False, server_default="[]"))
         batch_op.add_column(sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.alter_column("scope", server_default=None)
     bind = op.get_bind()
     scopes: dict[str, list[str]] = {}
     for key_id, role in bind.execute(sa.text("SELECT key_id, role FROM role_bindings")):
