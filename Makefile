@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/signing.py
 	$(BIN)/python benchmarks/scanning.py
 	$(BIN)/python benchmarks/hub.py
+	$(BIN)/python benchmarks/auth.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
