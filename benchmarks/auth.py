@@ -319,6 +319,20 @@ def cedar_cases(calls: int) -> list[Case]:
     context = RequestContext(source_ip="127.0.0.1", time=at, auth_method="api_key")
     policy = who.for_policy()
 
+    def fresh_contexts(action: str, resource: PolicyResource) -> Callable[[int], Timed]:
+        """Every call a request not seen before (another source address): evaluated by Cedar."""
+
+        def make(round_: int) -> Timed:
+            sources = iter([f"10.{round_ & 255}.{i >> 8 & 255}.{i & 255}" for i in range(calls)])
+
+            def call() -> Any:
+                built = RequestContext(source_ip=next(sources), time=at, auth_method="api_key")
+                return engine.decide(policy, action, resource, built)
+
+            return call
+
+        return make
+
     def uncached(round_: int) -> Timed:  # an engine per round: a full cache slows every decision
         fresh, names = PolicyEngine.default(), [f"{round_}.{i}" for i in range(calls)]
         versions = iter([PolicyResource.of_version("bench", "w", name) for name in names])
@@ -329,11 +343,11 @@ def cedar_cases(calls: int) -> list[Case]:
         return engine.decide(who.for_policy(), "version.pull", version, built)
 
     return [
-        ("cedar_pull", "decide: key pulls a version",
-         lambda _: lambda: engine.decide(policy, "version.pull", version, context)),
-        ("cedar_whoami", "decide: whoami (Hub)",
-         lambda _: lambda: engine.decide(policy, "whoami", hub, context)),
+        ("cedar_pull", "decide: pull a version (new)", fresh_contexts("version.pull", version)),
+        ("cedar_whoami", "decide: whoami (Hub, new)", fresh_contexts("whoami", hub)),
         ("cedar_uncached", "decide: pull, entities not cached", uncached),
+        ("cedar_repeat", "decide: the same request again",
+         lambda _: lambda: engine.decide(policy, "version.pull", version, context)),
         ("cedar_context", "context + decide (as a route)", lambda _: with_context),
     ]  # fmt: skip
 

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bastion.api._security import UNKNOWN_ADDRESS
 from bastion.api._services import Services
 from bastion.auth import Principal
+from bastion.auth._oidc_keys import KeysNotCached
 from bastion.errors import AuthenticationError, BastionError, RateLimitedError
 
 __all__ = ["PUBLIC_ROUTES", "SESSION_COOKIE", "AccessMiddleware"]
@@ -147,7 +148,17 @@ class AccessMiddleware:
             try:
                 principal = await self._authenticate(scope)
             except AuthenticationError:
-                await self._call_limiter(lambda: self.services.limiter.hit_login_failure(source))
+                counted = await self._call_limiter(
+                    lambda: self.services.limiter.hit_login_failure(source)
+                )
+                if not counted.allowed:  # logged once, when the address becomes blocked
+                    log.warning(
+                        "blocking %s for %d s: too many bad credentials (last on %s %s)",
+                        source,
+                        counted.retry_after or 1,
+                        scope["method"],
+                        route or "an unknown route",
+                    )
                 raise
             state["principal"] = principal
             model = None
@@ -258,7 +269,10 @@ class AccessMiddleware:
             if cached is not None:
                 return cached
             oidc = svc.oidc
-            identity = await anyio.to_thread.run_sync(lambda: oidc.authenticate(token, now=now))
+            try:  # keys already fetched: a signature check, done here without a thread
+                identity = oidc.authenticate(token, now=now, offline=True)
+            except KeysNotCached:
+                identity = await anyio.to_thread.run_sync(lambda: oidc.authenticate(token, now=now))
             principal = Principal(
                 kind="OidcSubject",
                 id=f"{identity.issuer}#{identity.subject}",

@@ -3,7 +3,8 @@
 Every state-changing request and every pull is recorded in the audit log after
 it completes, allowed or denied, with who, what, which resource, from where,
 the outcome and the request id. Reads that change nothing are recorded only
-when refused (401, 403): a refused pull is refused at its first read.
+when the policies refuse them (403); a refused credential on such a read (401)
+is counted against its source address and logged by the access layer.
 """
 
 from __future__ import annotations
@@ -157,10 +158,13 @@ class AuditMiddleware:
             action = getattr(route, "name", None) or state.get("route_name") or "request.unmatched"
             if state.get("audit_skip"):  # a rate-limit refusal: counted, not logged one by one
                 return False, action
+            # A refused credential on a plain read is counted against its address and
+            # logged, not written here: a flood of bad keys would otherwise write the audit
+            # log at the flood's rate. Changes and pulls are recorded whatever the outcome.
             wanted = (
                 scope["method"] not in ("GET", "HEAD", "OPTIONS")
                 or action in AUDITED_READS
-                or status in (401, 403)
+                or status == 403
             )
             return wanted, action
 

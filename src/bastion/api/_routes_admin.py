@@ -86,7 +86,7 @@ def rotate_key(key_id: str, request: Request, principal: Caller, svc: Svc) -> di
 
 
 @router.get("/whoami", name="whoami")
-def whoami(request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
+async def whoami(request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
     authorize(request, principal, _HUB)
     now = svc.hub.now()
     return {

@@ -175,6 +175,7 @@ def set_user_roles(
 ) -> dict[str, Any]:
     authorize(request, principal, _HUB)
     svc.users.set_roles(name[:64], bindings_of(body.roles))
+    svc.sessions.forget()  # remembered sessions carry the old roles
     return {"user": name, "roles": [{"namespace": b.namespace, "role": b.role} for b in body.roles]}
 
 
@@ -182,6 +183,7 @@ def set_user_roles(
 def reset_user(name: str, request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
     authorize(request, principal, _HUB)
     enrolment = svc.users.reset(name[:64], created_by=principal.actor, now=svc.hub.now())
+    svc.sessions.forget()  # the reset ended the user's sessions
     return {
         "user": enrolment.name,
         "enrolment_code": enrolment.code,
@@ -199,6 +201,7 @@ def unlock_user(name: str, request: Request, principal: Caller, svc: Svc) -> dic
 def delete_user(name: str, request: Request, principal: Caller, svc: Svc) -> None:
     authorize(request, principal, _HUB)
     svc.users.remove(name[:64])
+    svc.sessions.forget()
 
 
 @router.get("/policies", name="policy.show")

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from bastion.api._services import Services, services
+from bastion.api._services import Services, services_of
 from bastion.auth import Decision, PolicyResource, Principal, RequestContext
 from bastion.errors import AuthenticationError, PermissionDeniedError, StepUpRequiredError
 
@@ -26,8 +26,11 @@ UNKNOWN_ADDRESS = "0.0.0.0"  # noqa: S104
 _STEP_UP = "guard.step-up"
 
 
-def caller(request: Request) -> Principal:
-    """The principal the access layer authenticated (public routes have none)."""
+async def caller(request: Request) -> Principal:
+    """The principal the access layer authenticated (public routes have none).
+
+    A coroutine, so FastAPI runs it in the event loop rather than in a worker thread.
+    """
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:  # the access layer refuses first; this is a second line
         raise AuthenticationError("this route needs a credential: send 'Authorization: Bearer ...'")
@@ -63,7 +66,7 @@ def authorize(
     request: Request, principal: Principal, resource: PolicyResource, *, action: str | None = None
 ) -> Decision:
     """Decide the route's action (or ``action``) on ``resource``; raise if denied."""
-    svc = services(request)
+    svc = services_of(request)
     route = request.scope.get("route")
     name = action or getattr(route, "name", None) or "request.unmatched"
     decision = _decide(request, svc, principal, name, resource)
@@ -89,5 +92,5 @@ def allowed(
     request: Request, principal: Principal, action: str, resources: Iterable[PolicyResource]
 ) -> list[PolicyResource]:
     """The resources ``action`` is allowed on, for filtering lists (not audited one by one)."""
-    svc = services(request)
+    svc = services_of(request)
     return [r for r in resources if _decide(request, svc, principal, action, r).allowed]

@@ -17,7 +17,7 @@ from bastion.registry import Catalog, Hub, Publisher
 if TYPE_CHECKING:
     from bastion.auth._mtls import ClientCertificates
 
-__all__ = ["AuditRecorder", "Services", "services"]
+__all__ = ["AuditRecorder", "Services", "services", "services_of"]
 
 
 class AuditRecorder(Protocol):
@@ -63,6 +63,11 @@ class Services:
     cors_origins: tuple[str, ...] = ()
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """The application's services (a coroutine: FastAPI then runs it without a thread)."""
+    return services_of(request)
+
+
+def services_of(request: Request) -> Services:
     found: Services = request.app.state.services
     return found

@@ -12,6 +12,9 @@ key a new secret; the old one stops working at once.
 Authenticated keys are remembered for ``cache_seconds`` (default 5), so a busy caller does
 not cost a database query per request. Revoking or rotating through this store forgets the
 key at once; another hub process sharing the database notices within ``cache_seconds``.
+The ids of all keys are known too (read again at most once a second when an unknown one
+comes), so a flood of made-up keys costs no database query each: a key made by another
+hub process works here within a second.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +53,8 @@ _DUMMY_HASH = hashlib.sha256(b"bastion: no such key").digest()
 _LAST_USED_EVERY = timedelta(seconds=60)
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 _MAX_CACHED = 10_000
+#: Seconds between reads of every key id, when unknown ids come.
+_KNOWN_IDS_EVERY = 1.0
 #: The scope a key gets when none is asked for: what its roles are for.
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
@@ -127,6 +133,8 @@ class ApiKeyStore:
         self._cache_for = timedelta(seconds=cache_seconds)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._lock = threading.Lock()
+        self._known: set[str] = set()
+        self._known_at = -_KNOWN_IDS_EVERY
 
     def create(
         self,
@@ -161,6 +169,8 @@ class ApiKeyStore:
             s.flush()
             for namespace, role in roles:
                 s.add(RoleBinding(key_id=key_id, namespace=namespace, role=role))
+        with self._lock:
+            self._known.add(key_id)
         token = f"{PREFIX}{key_id}_{secret}"
         return IssuedKey(key_id, name, token, expires_at, roles, checked)
 
@@ -173,6 +183,11 @@ class ApiKeyStore:
         key_id, secret = parse_token(token)
         with self._lock:
             cached = self._cache.get(key_id)
+            unknown = key_id not in self._known
+            fresh = time.monotonic() - self._known_at < _KNOWN_IDS_EVERY
+        if unknown and fresh:
+            hmac.compare_digest(_DUMMY_HASH, _hash(secret))  # the same work as a wrong secret
+            raise AuthenticationError(_REFUSED)
         if cached is None or cached.until <= now:
             return None
         if not hmac.compare_digest(cached.secret_hash, _hash(secret)):
@@ -188,6 +203,10 @@ class ApiKeyStore:
             return peeked
         key_id, secret = parse_token(token)
         digest = _hash(secret)
+        with self._lock:
+            unknown = key_id not in self._known
+        if unknown:
+            self._read_known_ids()
         with self._db.session() as s:
             row = s.get(ApiKey, key_id)
             stored = row.secret_hash if row is not None else _DUMMY_HASH
@@ -214,6 +233,13 @@ class ApiKeyStore:
             while len(self._cache) > _MAX_CACHED:
                 self._cache.popitem(last=False)
         return principal
+
+    def _read_known_ids(self) -> None:
+        with self._db.session() as s:
+            ids = set(s.scalars(select(ApiKey.id)))
+        with self._lock:
+            self._known = ids
+            self._known_at = time.monotonic()
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache: the next request reads the database."""

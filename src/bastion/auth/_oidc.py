@@ -126,8 +126,12 @@ class OidcAuthenticator:
     ) -> None:
         self.close()
 
-    def authenticate(self, token: str, *, now: datetime) -> OidcIdentity:
-        """The identity of a valid token; TokenRejectedError (an AuthenticationError) if not."""
+    def authenticate(self, token: str, *, now: datetime, offline: bool = False) -> OidcIdentity:
+        """The identity of a valid token; TokenRejectedError (an AuthenticationError) if not.
+
+        ``offline``: never ask the issuer; raise KeysNotCached where that would be needed (an
+        event loop checks tokens inline this way and retries online from a worker thread).
+        """
         jws = decode_compact(token, max_bytes=self._max_token_bytes)
         iss = jws.claims.get("iss")
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
@@ -136,7 +140,7 @@ class OidcAuthenticator:
         if jws.alg not in issuer.algorithms:
             raise TokenRejectedError(f"algorithm {shown(jws.alg)} is not allowed for {iss}")
         at = now.timestamp()
-        keys = self._keys[issuer.issuer].candidates(jws.kid, now=at)
+        keys = self._keys[issuer.issuer].candidates(jws.kid, now=at, offline=offline)
         usable = [key for key in keys if key.accepts(jws.alg)]
         if not usable:
             raise TokenRejectedError(

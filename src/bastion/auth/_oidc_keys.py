@@ -116,6 +116,10 @@ def _parse_jwks(issuer: OidcIssuer, document: dict[str, Any]) -> tuple[Verifying
     return tuple(keys)
 
 
+class KeysNotCached(Exception):
+    """Checking the token would need a request to its issuer (asked for ``offline``)."""
+
+
 class IssuerKeys:
     """The cached keys of one issuer; safe to share between threads."""
 
@@ -128,13 +132,18 @@ class IssuerKeys:
         self._failed_at: float | None = None
         self._last_error = "never fetched"
 
-    def candidates(self, kid: str | None, *, now: float) -> list[VerifyingKey]:
+    def candidates(
+        self, kid: str | None, *, now: float, offline: bool = False
+    ) -> list[VerifyingKey]:
         """The keys a token with ``kid`` may be signed with, refetching when needed.
 
-        TokenRejectedError if the keys cannot be had, or none has that ``kid``.
+        TokenRejectedError if the keys cannot be had, or none has that ``kid``. With
+        ``offline``, KeysNotCached instead of any fetch (the caller retries where it may wait).
         """
         ttl = self._issuer.jwks_cache_ttl_seconds
         current = self._current
+        if offline and (current is None or not current.fresh(now, ttl) or not current.find(kid)):
+            raise KeysNotCached(self._issuer.issuer)
         if current is None or not current.fresh(now, ttl):
             current = self._refresh(now, stale=current)
             if current is None or not current.fresh(now, ttl):

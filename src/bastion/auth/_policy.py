@@ -40,7 +40,10 @@ MAX_POLICIES = 4096
 MAX_STATEMENT_CHARS = 32_768
 MAX_NESTING = 32  # brackets; Cedar's parser overflows the stack at a few hundred
 MAX_IFS = 32  # if-then-else per policy, nested the same way
-MAX_ENTITY_CACHE = 4096
+#: Pre-parsed entity sets kept (one per principal and resource seen; about 24 KiB each).
+MAX_ENTITY_CACHE = 1024
+#: Decisions kept: the same request (context to the second) is not evaluated twice.
+MAX_DECISION_CACHE = 4096
 _SHOWN_PROBLEMS = 20
 
 
@@ -289,6 +292,7 @@ class PolicyEngine:
             )
         self._compiled = compiled
         self._entities: OrderedDict[tuple[PolicyPrincipal, PolicyResource], Any] = OrderedDict()
+        self._decisions: OrderedDict[tuple[Any, ...], Decision] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -338,11 +342,17 @@ class PolicyEngine:
             return Decision(
                 False, errors=(f"{action} applies to a {expected}, not a {resource.kind}",)
             )
+        context_json = context.to_cedar_json()
+        key = (principal, action, resource, context_json)
+        with self._lock:
+            known = self._decisions.get(key)
+        if known is not None:
+            return known
         request = {
             "principal": principal.uid(),
             "action": {"type": "Bastion::Action", "id": action},
             "resource": resource.uid(),
-            "context": json.dumps(context.to_cedar()),
+            "context": context_json,
         }
         try:
             entities = self._entities_for(principal, resource)
@@ -353,7 +363,12 @@ class PolicyEngine:
         names = self._compiled.names
         reasons = tuple(names.get(pid, pid) for pid in reason_ids)
         errors = tuple(str(e)[:500] for e in raw_errors)
-        return Decision(allowed and not errors, reasons, errors)
+        decision = Decision(allowed and not errors, reasons, errors)
+        with self._lock:
+            self._decisions[key] = decision
+            while len(self._decisions) > MAX_DECISION_CACHE:
+                self._decisions.popitem(last=False)
+        return decision
 
 
 def _authorize(request: dict[str, Any], policies: Any, entities: Any) -> tuple[bool, Any, Any]:

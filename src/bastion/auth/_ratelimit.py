@@ -41,6 +41,7 @@ from limits.strategies import (
 )
 from limits.strategies import RateLimiter as LimitsStrategy
 
+from bastion.auth._ratelimit_memory import QuietMemoryStorage
 from bastion.errors import HubUnavailableError, InputError, RateLimitedError
 
 __all__ = ["RateDecision", "RateLimiter", "RateLimits", "Strategy", "parse_limit"]
@@ -253,9 +254,9 @@ _Rule = tuple[str, RateLimitItem, str]
 
 
 def _open_storage(url: str) -> Storage:
-    options: dict[str, float] = {}
-    if url != "memory://":
-        options = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+    if url == "memory://":
+        return QuietMemoryStorage()
+    options = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
     try:
         storage = storage_from_string(url, wrap_exceptions=True, **options)
     except (ConfigurationError, ValueError):  # the message may hold the URL and its password
@@ -263,23 +264,6 @@ def _open_storage(url: str) -> Storage:
     if not isinstance(storage, Storage):
         raise InputError("the rate-limit storage must be a synchronous store")
     return storage
-
-
-def _sweep_moving_window(storage: MemoryStorage, now: float) -> None:
-    """Drop moving-window lists whose entries all expired.
-
-    ``limits``' memory store trims expired entries but keeps every emptied list (and its
-    key) forever, so distinct clients would grow it without bound.
-    """
-    events = storage.events
-    for key in [
-        k for k, entries in list(events.items()) if not entries or entries[0].expiry <= now
-    ]:
-        with storage.locks[key]:
-            entries = events.get(key)
-            if entries is not None and (not entries or entries[0].expiry <= now):
-                del events[key]
-        storage.locks.pop(key, None)
 
 
 class RateLimiter:
@@ -308,8 +292,8 @@ class RateLimiter:
         if not isinstance(self._storage, MemoryStorage):
             base = self._storage.base_exceptions
             self._errors += base if isinstance(base, tuple) else (base,)
-        self._swept: MemoryStorage | None = None
-        if isinstance(self._storage, MemoryStorage) and config.strategy == "moving-window":
+        self._swept: QuietMemoryStorage | None = None
+        if isinstance(self._storage, QuietMemoryStorage):
             self._swept = self._storage
         self._sweep_seconds = memory_sweep_seconds
         self._last_sweep = time.monotonic()
@@ -359,7 +343,7 @@ class RateLimiter:
     def _decide(self, rules: list[_Rule], *, consume: bool) -> RateDecision:
         if self._swept and time.monotonic() - self._last_sweep >= self._sweep_seconds:
             self._last_sweep = time.monotonic()
-            _sweep_moving_window(self._swept, time.time())
+            self._swept.sweep()
         strategy = self._strategy
         try:
             refused = {i for i, (_, item, key) in enumerate(rules) if not strategy.test(item, key)}

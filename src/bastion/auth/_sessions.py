@@ -16,7 +16,9 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -57,6 +59,17 @@ def _utc(now: datetime) -> datetime:
     return aware(now).astimezone(UTC)
 
 
+_MAX_REMEMBERED: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    secret_hash: bytes
+    principal: Principal
+    expires_at: datetime
+    until: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedSession:
     """A new session: ``token`` and ``csrf_token`` are shown once and never stored."""
@@ -83,12 +96,25 @@ class SessionStore:
         *,
         idle: timedelta = timedelta(minutes=30),
         lifetime: timedelta = timedelta(hours=8),
+        cache_seconds: float = 5.0,
     ) -> None:
         if idle <= timedelta(0) or lifetime <= timedelta(0):
             raise InputError("a session's idle time-out and lifetime must be positive")
         self._db = db
         self.idle = idle
         self.lifetime = lifetime
+        self._cache_for = timedelta(seconds=cache_seconds)
+        self._cache: OrderedDict[str, _Remembered] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def forget(self, session_id: str | None = None) -> None:
+        """Drop one remembered session, or all (after changing users): the next request
+        reads the database."""
+        with self._lock:
+            if session_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(session_id, None)
 
     def __repr__(self) -> str:
         return f"SessionStore(idle={self.idle!r}, lifetime={self.lifetime!r})"
@@ -125,6 +151,15 @@ class SessionStore:
         if match is None:
             raise AuthenticationError(SESSION_REFUSED)
         session_id, secret = match.group(1), match.group(2)
+        digest = _hash(secret)
+        with self._lock:
+            known = self._cache.get(session_id)
+        if known is not None and known.until > now:
+            if not hmac.compare_digest(known.secret_hash, digest) or known.expires_at <= now:
+                raise AuthenticationError(SESSION_REFUSED)
+            if via_cookie:
+                return replace(known.principal, via_cookie=True, _policy=[])
+            return known.principal
         with self._db.session() as s:
             row = s.get(SessionRow, session_id)
             stored = _DUMMY_HASH if row is None else row.secret_hash
@@ -137,7 +172,7 @@ class SessionStore:
                 raise AuthenticationError(SESSION_REFUSED)
             if now - aware(row.last_seen_at) > _LAST_SEEN_EVERY:
                 row.last_seen_at = now
-            return Principal(
+            principal = Principal(
                 kind="User",
                 id=user.name,
                 name=user.name,
@@ -145,8 +180,18 @@ class SessionStore:
                 roles=load_roles(s, user.id),
                 mfa_at=aware(row.mfa_at),
                 session_id=row.id,
-                via_cookie=via_cookie,
             )
+            # Remembered no longer than the session may idle from now, nor past its end.
+            until = min(now + self._cache_for, aware(row.expires_at))
+            remembered = _Remembered(
+                bytes(row.secret_hash), principal, aware(row.expires_at), until
+            )
+        with self._lock:
+            self._cache[session_id] = remembered
+            self._cache.move_to_end(session_id)
+            while len(self._cache) > _MAX_REMEMBERED:
+                self._cache.popitem(last=False)
+        return replace(principal, via_cookie=True, _policy=[]) if via_cookie else principal
 
     def _live(self, row: SessionRow, now: datetime) -> bool:
         return (
@@ -178,6 +223,7 @@ class SessionStore:
             row.mfa_at = now
             row.mfa_method = method
             row.last_seen_at = now
+        self.forget(session_id)
         return now
 
     def revoke(self, session_id: str, *, now: datetime) -> None:
@@ -188,6 +234,7 @@ class SessionStore:
                 raise NotFoundError("no such session; it may have been purged already")
             if row.revoked_at is None:
                 row.revoked_at = _utc(now)
+        self.forget(session_id)
 
     def revoke_user(self, user_id: int, *, now: datetime) -> int:
         """End every session of a user; returns how many were still open."""
@@ -197,7 +244,9 @@ class SessionStore:
                 .where(SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None))
                 .values(revoked_at=_utc(now))
             )
-            return rowcount(result)
+            count = rowcount(result)
+        self.forget()
+        return count
 
     def purge_expired(self, now: datetime) -> int:
         """Delete sessions that ended (expired, idle or revoked); returns how many."""

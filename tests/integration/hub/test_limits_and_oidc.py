@@ -57,10 +57,28 @@ def test_a_flood_of_bad_keys_is_refused_before_the_keys_are_looked_at(
     forged = "bst_" + "a" * 16 + "_" + "A" * 43
     with httpx.Client(base_url=hub.url, headers=bearer(forged)) as http:
         statuses = [http.get("/api/v1/whoami").status_code for _ in range(6)]
+        # Once blocked, changes are refused before their credential is looked at too.
+        posts = [http.post("/api/v1/namespaces", json={}).status_code for _ in range(2)]
     assert statuses == [401, 401, 401, 401, 429, 429]
+    assert posts == [429, 429]
     entries = [json.loads(line) for line in _lines(hub)]
-    refused = [e for e in entries if e["action"] == "whoami"]
-    assert [e["details"]["status"] for e in refused] == [401] * 4
+    # Refused plain reads are counted against the address, not written one by one.
+    assert [e for e in entries if e["action"] == "whoami"] == []
+
+
+def test_refused_changes_are_audited(hub_with: Callable[..., RunningHub]) -> None:
+    hub = hub_with()
+    forged = "bst_" + "a" * 16 + "_" + "A" * 43
+    with httpx.Client(base_url=hub.url, headers=bearer(forged)) as http:
+        response = http.post("/api/v1/namespaces", json={})
+    assert response.status_code == 401
+    entries = {json.loads(line)["request_id"]: json.loads(line) for line in _lines(hub)}
+    entry = entries[response.headers["x-request-id"]]
+    assert (entry["action"], entry["outcome"], entry["actor"]) == (
+        "namespace.create",
+        "denied",
+        "anonymous",
+    )
 
 
 def _lines(hub: RunningHub) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -160,3 +161,35 @@ def test_any_token_text_parses_or_is_an_authentication_error(text: str) -> None:
     except AuthenticationError:
         return
     assert text == f"bst_{key_id}_{secret}"
+
+
+class _CountingStore(ApiKeyStore):
+    reads = 0
+
+    def _read_known_ids(self) -> None:
+        self.reads += 1
+        super()._read_known_ids()
+
+
+def test_made_up_keys_cost_no_database_query_each(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path / "keys.sqlite"))
+    db.migrate()
+    store = _CountingStore(db)
+    real = store.create("ci", [("med", "consumer")], created_by="x", now=NOW)
+    for n in range(200):
+        forged = f"bst_{n:016d}".translate(str.maketrans("0123456789", "abcdefghij"))
+        with pytest.raises(AuthenticationError):
+            store.authenticate(f"{forged}_{'A' * 43}", now=NOW)
+    assert store.reads <= 2  # read once, then again only after a second
+    assert store.authenticate(real.token, now=NOW).id == real.key_id
+
+
+def test_a_key_made_by_another_process_works_within_a_second(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path / "keys.sqlite"))
+    db.migrate()
+    here, elsewhere = ApiKeyStore(db), ApiKeyStore(db)
+    with pytest.raises(AuthenticationError):  # here now knows every id there is
+        here.authenticate(f"bst_{'a' * 16}_{'A' * 43}", now=NOW)
+    issued = elsewhere.create("ci", [("med", "consumer")], created_by="x", now=NOW)
+    time.sleep(1.1)
+    assert here.authenticate(issued.token, now=NOW).id == issued.key_id

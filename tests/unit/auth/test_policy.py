@@ -324,7 +324,29 @@ contexts = st.builds(
     auth_method=st.sampled_from(["password", "api_key", "oidc", "mtls"]),
     mfa_age_seconds=st.none() | st.integers(min_value=0, max_value=2**62 - 1),
     allow_yanked=st.booleans(),
+    client_certificate=st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
 )
+
+
+@given(contexts)
+def test_the_context_written_directly_is_the_json_of_its_cedar_form(
+    context: RequestContext,
+) -> None:
+    assert json.loads(context.to_cedar_json()) == context.to_cedar()
+
+
+def test_a_repeated_request_is_decided_once(engine: PolicyEngine) -> None:
+    principal = user(("med", "consumer"))
+    resource = resource_for("version.pull")
+    first = engine.decide(principal, "version.pull", resource, FRESH)
+    kept = len(engine._decisions)
+    again = engine.decide(principal, "version.pull", resource, FRESH)
+    assert again is first  # the remembered decision, not a new evaluation
+    assert len(engine._decisions) == kept
+    later = RequestContext("10.0.0.7", NOW.replace(second=1), "password", mfa_age_seconds=61)
+    assert engine.decide(principal, "version.pull", resource, later) is not first
+    yanked = PolicyResource.of_version("med", "xray", "1.2.0", yanked=True)
+    assert not engine.decide(principal, "version.pull", yanked, FRESH).allowed
 
 
 @settings(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from bastion.auth._ratelimit import (
     _source_id,
     parse_limit,
 )
+from bastion.auth._ratelimit_memory import QuietMemoryStorage
 from bastion.errors import HubUnavailableError, InputError, RateLimitedError
 
 REDIS_ENV = "BASTION_TEST_REDIS_URL"
@@ -37,7 +39,7 @@ STRATEGIES = ["sliding-window", "moving-window", "fixed-window"]
 def storage(request: pytest.FixtureRequest) -> Iterator[Storage]:
     """A fresh memory store, or the test Redis server under a key prefix of this test's own."""
     if request.param == "memory":
-        yield MemoryStorage()
+        yield QuietMemoryStorage()
         return
     url = os.environ.get(REDIS_ENV)
     if not url:
@@ -287,27 +289,32 @@ def _flood(limiter: RateLimiter, count: int, *, offset: int = 0) -> None:
 
 @pytest.mark.slow
 def test_the_memory_store_shrinks_after_a_flood_of_addresses_expires() -> None:
-    storage = MemoryStorage()
-    limiter = RateLimiter(RateLimits(anonymous="5/second"), storage=storage)
+    storage = QuietMemoryStorage()
+    limiter = RateLimiter(RateLimits(anonymous="5/second"), storage=storage, memory_sweep_seconds=1)
     _flood(limiter, 100_000)
     assert _store_size(storage) > 1000
     time.sleep(2.2)  # the sliding window keeps a counter for two windows
-    anonymous(limiter, "192.0.2.1")  # any hit schedules limits' expiry sweep
-    storage.timer.join()
+    anonymous(limiter, "192.0.2.1")  # the sweep runs on the request path
     assert _store_size(storage) <= 2
 
 
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
 def test_the_memory_store_shrinks_with_other_strategies(strategy: Any) -> None:
-    storage = MemoryStorage()
+    storage = QuietMemoryStorage()
     config = RateLimits(anonymous="5/second", strategy=strategy)
     limiter = RateLimiter(config, storage=storage, memory_sweep_seconds=0.5)
     _flood(limiter, 10_000)
     assert _store_size(storage) > 100
     time.sleep(1.2)
     anonymous(limiter, "192.0.2.1")
-    storage.timer.join()
     assert _store_size(storage) <= 2
+
+
+def test_the_memory_store_starts_no_threads() -> None:
+    before = {t.ident for t in threading.enumerate()}
+    limiter = RateLimiter(RateLimits(anonymous="1000/second"))
+    _flood(limiter, 2_000)
+    assert {t.ident for t in threading.enumerate()} <= before
 
 
 def test_limiters_sharing_the_configured_redis_share_their_counters() -> None:

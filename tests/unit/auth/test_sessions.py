@@ -264,3 +264,35 @@ def test_issued_sessions_hide_their_tokens() -> None:
     issued = IssuedSession("a" * 16, "bss_token", "csrf", NOW, NOW)
     assert "bss_token" not in repr(issued)
     assert "csrf" not in repr(issued).replace("csrf_token", "")
+
+
+def test_a_remembered_session_is_checked_again_after_the_cache_time(
+    db: Database, alice: UserLogin
+) -> None:
+    here, elsewhere = SessionStore(db, cache_seconds=5), SessionStore(db, cache_seconds=5)
+    issued = here.open(alice, now=NOW, source="test")
+    assert here.authenticate(issued.token, now=NOW).name == "alice"
+    elsewhere.revoke(issued.session_id, now=NOW)  # another hub process signs it out
+    assert here.authenticate(issued.token, now=NOW + timedelta(seconds=1)).name == "alice"
+    assert refused(here, issued.token, NOW + timedelta(seconds=6)) == SESSION_REFUSED
+
+
+def test_sign_out_step_up_and_forget_take_effect_at_once(
+    db: Database, sessions: SessionStore, alice: UserLogin
+) -> None:
+    issued = sessions.open(alice, now=NOW, source="test")
+    first = sessions.authenticate(issued.token, now=NOW)
+    later = NOW + timedelta(seconds=2)
+    sessions.step_up(issued.session_id, method="totp", now=later)
+    assert sessions.authenticate(issued.token, now=later).mfa_at == later != first.mfa_at
+    forged = issued.token[:-1] + ("A" if issued.token[-1] != "A" else "B")
+    assert refused(sessions, forged, later) == SESSION_REFUSED  # remembered, still checked
+    assert sessions.authenticate(issued.token, now=later, via_cookie=True).via_cookie
+    with db.session() as s:
+        s.execute(update(User).where(User.id == alice.user_id).values(status="disabled"))
+    sessions.forget()
+    assert refused(sessions, issued.token, later) == SESSION_REFUSED
+    with db.session() as s:
+        s.execute(update(User).where(User.id == alice.user_id).values(status="active"))
+    sessions.revoke(issued.session_id, now=later)
+    assert refused(sessions, issued.token, later) == SESSION_REFUSED
