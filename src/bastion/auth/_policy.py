@@ -10,8 +10,8 @@ against the schema; every problem names its file and line. See ``docs/policy.md`
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
