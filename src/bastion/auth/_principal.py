@@ -9,6 +9,7 @@ policies, through :meth:`Principal.for_policy`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -77,16 +78,23 @@ class Principal:
         return max(0, int((now - self.mfa_at).total_seconds()))
 
     def for_policy(self) -> PolicyPrincipal:
-        """This caller as the Cedar policies see it (built once)."""
+        """This caller as the Cedar policies see it (built once per caller seen lately)."""
         if not self._policy:
+            scope = expand_scope(self.scope) if self.kind == "ServiceAccount" else ()
             self._policy.append(
-                PolicyPrincipal(
-                    kind=self.kind,
-                    id=self.id,
-                    roles=self.roles,
-                    groups=self.groups,
-                    scope=expand_scope(self.scope) if self.kind == "ServiceAccount" else (),
-                    issuer=self.issuer,
-                )
+                _policy_principal(self.kind, self.id, self.roles, self.groups, scope, self.issuer)
             )
         return self._policy[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _policy_principal(
+    kind: PrincipalKind,
+    ident: str,
+    roles: tuple[tuple[str, PolicyRole], ...],
+    groups: tuple[str, ...],
+    scope: tuple[str, ...],
+    issuer: str,
+) -> PolicyPrincipal:
+    """Validated once: a caller whose token is new each time is still the same principal."""
+    return PolicyPrincipal(kind, ident, roles, groups, scope, issuer)

@@ -251,6 +251,8 @@ class RateDecision:
 
 
 _Rule = tuple[str, RateLimitItem, str]
+#: Past this many recently failing addresses, every login check asks the store.
+_MAX_FAILING = 100_000
 
 
 def _open_storage(url: str) -> Storage:
@@ -298,11 +300,18 @@ class RateLimiter:
         self._sweep_seconds = memory_sweep_seconds
         self._last_sweep = time.monotonic()
         self._anonymous = self._items("anonymous", config.anonymous)
+        #: Addresses with a failed login lately (in-process store only), and how long a
+        #: failure is remembered: two of the longest window, as a sliding window counts.
+        self._failed: dict[str, float] = {}
         self._principal = self._items("principal", config.principal)
         self._login = self._items("login", config.login_failure_limit)
         self._routes = {r: self._items(f"route:{r}", t) for r, t in config.routes.items()}
         self._quotas = {r: self._items(f"quota:{r}", t) for r, t in config.quotas.items()}
         self._models = {m: self._items("model", t) for m, t in config.models.items()}
+        self._login_memory = 2 * max(item.get_expiry() for _, item, _ in self._login)
+        self._clean_login: RateDecision | None = None
+        if self._swept is not None:  # the answer for an address that never failed
+            self._clean_login = self._decide(_bind(self._login, "none"), consume=False)
 
     @staticmethod
     def _items(scope: str, text: str) -> tuple[_Rule, ...]:
@@ -333,17 +342,30 @@ class RateLimiter:
         return self._decide(rules, consume=True)
 
     def check_login_source(self, source_ip: str) -> RateDecision:
-        """Whether this address may try to log in now (counts nothing)."""
-        return self._decide(_bind(self._login, _source_id(source_ip)), consume=False)
+        """Whether this address may try to log in now (counts nothing).
+
+        With the in-process store, an address with no failure in the last two windows is
+        allowed without asking the store: every credentialed request asks this first.
+        """
+        subject = _source_id(source_ip)
+        if self._clean_login is not None and len(self._failed) < _MAX_FAILING:
+            last = self._failed.get(subject)
+            if last is None or time.monotonic() - last > self._login_memory:
+                return self._clean_login
+        return self._decide(_bind(self._login, subject), consume=False)
 
     def hit_login_failure(self, source_ip: str) -> RateDecision:
         """Count a failed login from this address; the decision says whether it is now blocked."""
-        return self._decide(_bind(self._login, _source_id(source_ip)), consume=True)
+        subject = _source_id(source_ip)
+        self._failed[subject] = time.monotonic()
+        return self._decide(_bind(self._login, subject), consume=True)
 
     def _decide(self, rules: list[_Rule], *, consume: bool) -> RateDecision:
         if self._swept and time.monotonic() - self._last_sweep >= self._sweep_seconds:
             self._last_sweep = time.monotonic()
             self._swept.sweep()
+            cutoff = self._last_sweep - self._login_memory
+            self._failed = {k: at for k, at in self._failed.items() if at >= cutoff}
         strategy = self._strategy
         try:
             refused = {i for i, (_, item, key) in enumerate(rules) if not strategy.test(item, key)}
