@@ -8,7 +8,7 @@ request handed to the policy engine always conforms to the schema.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal, get_args
@@ -85,6 +85,8 @@ ALL_NAMESPACES = "*"
 _NS = "Bastion::"
 _MAX_ID = 512
 _MAX_ITEMS = 256
+#: The last whole second written for Cedar, and how: (seconds since the epoch, text).
+_last_time: tuple[int | None, str] = (None, "")
 
 
 def schema_text() -> str:
@@ -126,8 +128,15 @@ class PolicyPrincipal:
     groups: tuple[str, ...] = ()
     scope: tuple[str, ...] = ()
     issuer: str = ""
+    #: The hash, computed once: principals key the policy engine's caches on every decision.
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __post_init__(self) -> None:
+        fields = (self.kind, self.id, self.roles, self.groups, self.scope, self.issuer)
+        object.__setattr__(self, "_hash", hash(fields))
         if self.kind not in get_args(PrincipalKind):
             raise InputError(
                 f"principal kind {self.kind!r} is unknown; use User, ServiceAccount or OidcSubject"
@@ -180,6 +189,8 @@ class PolicyResource:
     classification: str = "internal"
     scan_verdict: str = "clean"
     yanked: bool = False
+    #: The hash, computed once (see PolicyPrincipal).
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     @classmethod
     def hub(cls) -> PolicyResource:
@@ -243,7 +254,12 @@ class PolicyResource:
         model, sep, version = rest.partition("@")
         return cls("Version" if sep else "Model", namespace, model, version, **attrs)
 
+    def __hash__(self) -> int:
+        return self._hash
+
     def __post_init__(self) -> None:
+        fields = (self.kind, self.namespace, self.name, self.version, self.classification)
+        object.__setattr__(self, "_hash", hash((*fields, self.scan_verdict, self.yanked)))
         if self.kind not in get_args(ResourceKind):
             raise InputError(f"resource kind {self.kind!r} is unknown")
         _check_id("namespace", self.namespace)
@@ -375,8 +391,15 @@ class RequestContext:
         )
 
     def _cedar_time(self) -> str:
+        global _last_time  # one tuple, replaced whole: threads never see half of it
+        second = int(self.time.timestamp())
+        last = _last_time
+        if last[0] == second:  # most requests share their second with the one before
+            return last[1]
         utc = self.time.astimezone(UTC).replace(tzinfo=None, microsecond=0)
-        return utc.isoformat() + "Z"
+        text = utc.isoformat() + "Z"
+        _last_time = (second, text)
+        return text
 
     def to_cedar_json(self) -> str:
         """:meth:`to_cedar` as compact JSON, written directly: every value was validated

@@ -333,6 +333,8 @@ def test_the_context_written_directly_is_the_json_of_its_cedar_form(
     context: RequestContext,
 ) -> None:
     assert json.loads(context.to_cedar_json()) == context.to_cedar()
+    utc = context.time.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+    assert context.to_cedar()["time"]["__extn"]["arg"] == utc.isoformat() + "Z"
 
 
 def test_a_repeated_request_is_decided_once(engine: PolicyEngine) -> None:
