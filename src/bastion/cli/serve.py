@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:  # the migration tool narrates every plugin it loads at start
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     settings = ServerSettings.from_env(
         data_dir=args.data_dir,
         host=args.host,
