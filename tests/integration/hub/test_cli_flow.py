@@ -362,16 +362,19 @@ def test_the_server_refuses_tls_older_than_1_2(server: ServeProcess) -> None:
         with pytest.raises(ssl.SSLError):
             _handshake(server.port, _tls_context(server.ca, ssl.TLSVersion.TLSv1_1))
     else:  # this OpenSSL cannot offer TLS 1.1 at all: check the server's own context
-        from bastion.api._server import _tls_config_class
+        from bastion.api._transport import hub_server_config
 
         async def app(scope: object, receive: object, send: object) -> None:
             raise AssertionError("never called")
 
-        config = _tls_config_class()(
+        config = hub_server_config(
             app,
-            ssl_certfile=str(server.ca.with_name("server.crt")),
-            ssl_keyfile=str(server.ca.with_name("server.key")),
+            host="127.0.0.1",
+            port=0,
+            ssl_certfile=server.ca.with_name("server.crt"),
+            ssl_keyfile=server.ca.with_name("server.key"),
         )
         config.load()
+        assert config.ssl is not None
         assert config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
     assert server.running()  # a refused handshake does not hurt the server

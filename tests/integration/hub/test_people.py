@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import stat
@@ -29,39 +28,13 @@ import pytest
 import bastion
 from bastion.auth._totp import totp_code
 from bastion.auth._users import UserLogin
-from bastion.cli import main
 from bastion.client import Client, login_path
 from bastion.errors import AuthenticationError
 from tests.integration.hub.conftest import RunningHub, write_safe_model
+from tests.integration.hub.test_cli_flow import Cli
 
 PASSWORD = "correct horse battery staple"
 _SECRET_NAMES = ("BASTION_URL", "BASTION_TOKEN", "BASTION_CA", "BASTION_PASSWORD", "BASTION_TOTP")
-
-
-@dataclass
-class Cli:
-    """Runs ``bastion ...`` in-process and hands back what a shell would see."""
-
-    capsys: pytest.CaptureFixture[str]
-
-    def run(self, *argv: str | os.PathLike[str]) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main([os.fspath(a) for a in argv])
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *argv: str | os.PathLike[str], expect: int = 0) -> Any:
-        """Run with ``--json``: exactly one JSON document on stdout, the expected exit code."""
-        code, out, err = self.run(*argv, "--json")
-        assert code == expect, f"exit {code}, expected {expect}; stderr: {err}"
-        return json.loads(out)
-
-    def fails(self, *argv: str | os.PathLike[str], exit_code: int, code: str) -> str:
-        """Run with ``--json``, expecting a documented failure; the error's message."""
-        doc = self.json(*argv, expect=exit_code)
-        assert doc["ok"] is False
-        assert doc["error"]["code"] == code, doc
-        return str(doc["error"]["message"])
 
 
 @pytest.fixture
