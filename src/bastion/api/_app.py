@@ -78,9 +78,9 @@ def create_app(services: Services) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/api/v1/openapi.json", name="openapi", tags=["health"])
-    def openapi(request: Request, caller: Caller) -> dict[str, Any]:
+    async def openapi(request: Request, caller: Caller) -> dict[str, Any]:
         authorize(request, caller, PolicyResource.hub())
-        return app.openapi()
+        return _documented(app)
 
     routers = {
         "catalogue": catalog_router,
@@ -100,6 +100,43 @@ def create_app(services: Services) -> FastAPI:
         SecurityHeadersMiddleware, hsts=services.hsts, cors_origins=services.cors_origins
     )
     return app
+
+
+_PROBLEM = {
+    "description": "A problem document (RFC 9457) with Bastion's stable error code",
+    "content": {
+        "application/problem+json": {
+            "schema": {
+                "type": "object",
+                "required": ["type", "title", "status", "detail", "code"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                    "code": {"type": "string"},
+                    "instance": {"type": "string"},
+                },
+            }
+        }
+    },
+}
+
+
+def _documented(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document as the hub answers: invalid input is a 400 problem document
+    (FastAPI documents its own 422 validation error, which the hub never sends)."""
+    if app.openapi_schema is None:
+        document = app.openapi()
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses["400"] = _PROBLEM
+        document.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+        document.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+    schema: dict[str, Any] = app.openapi()
+    return schema
 
 
 def _check_routes(routes: list[BaseRoute]) -> None:
