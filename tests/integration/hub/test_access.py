@@ -444,3 +444,15 @@ def test_a_request_whose_audit_entry_cannot_be_written_is_not_answered_as_a_succ
         admin.create_namespace("lab", policy)
     response = httpx.get(f"{hub.url}/livez")  # not audited, so still served
     assert response.status_code == 200
+
+
+def test_the_openapi_document_describes_invalid_input_as_a_400_problem(hub: RunningHub) -> None:
+    with httpx.Client(base_url=hub.url, headers=bearer(hub.admin_token)) as client:
+        document = client.get("/api/v1/openapi.json").json()
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    assert not [op for op in operations if "422" in op["responses"]]
+    with_bodies = [op for op in operations if "requestBody" in op]
+    assert with_bodies
+    for op in with_bodies:
+        problem = op["responses"]["400"]["content"]["application/problem+json"]["schema"]
+        assert "code" in problem["required"]
