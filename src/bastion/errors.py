@@ -23,6 +23,7 @@ exceptions never escape a public function: they are wrapped with
     │   ├── NotFoundError             exit 2  not_found          no such namespace, model, version
     │   ├── ConflictError             exit 2  conflict           exists, or changed meanwhile
     │   ├── PayloadTooLargeError      exit 2  payload_too_large  over the configured size limit
+    │   ├── UnsupportedMediaTypeError exit 2  unsupported_media_type  a body type not accepted
     │   └── VersionYankedError        exit 2  version_yanked     withdrawn; pull needs allow_yanked
     ├── VerificationError             exit 1  verification_failed
     │   └── QuarantinedError          exit 1  version_quarantined failed admission, never served
@@ -71,6 +72,7 @@ __all__ = [
     "StepUpRequiredError",
     "StorageFullError",
     "TrustPolicyError",
+    "UnsupportedMediaTypeError",
     "UsageError",
     "VerificationError",
     "VersionYankedError",
@@ -176,6 +178,13 @@ class PayloadTooLargeError(InputError):
     """An upload or request body over the configured size limit."""
 
     code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(InputError):
+    """A request body of a content type the route does not accept (e.g. not JSON)."""
+
+    code = "unsupported_media_type"
+    exit_code = 2
 
 
 class VersionYankedError(InputError):

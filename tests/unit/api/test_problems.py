@@ -23,4 +23,19 @@ def test_every_error_class_has_a_fitting_status() -> None:
 
 
 def test_the_table_only_names_statuses_that_exist() -> None:
-    assert set(STATUS.values()) <= {400, 401, 403, 404, 405, 409, 410, 413, 422, 429, 500, 503, 507}
+    assert set(STATUS.values()) <= {
+        400,
+        401,
+        403,
+        404,
+        405,
+        409,
+        410,
+        413,
+        415,
+        422,
+        429,
+        500,
+        503,
+        507,
+    }
