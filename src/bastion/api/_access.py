@@ -23,7 +23,6 @@ one (a flood would otherwise write the log at the flood's rate).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -36,6 +35,7 @@ import anyio
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bastion.api._problems import STATUS, send_problem
 from bastion.api._security import UNKNOWN_ADDRESS
 from bastion.api._services import Services
 from bastion.auth import Principal
@@ -344,32 +344,24 @@ def _with_certificate(principal: Principal, fingerprint: str) -> Principal:
 async def _refuse(
     scope: Scope, send: Send, exc: BastionError, extra: list[tuple[str, str]]
 ) -> None:
-    from bastion.api._problems import _TITLES, STATUS
-
     status = STATUS.get(exc.code, 400)
     state = scope.setdefault("state", {})
     state["error_code"] = exc.code
-    request_id = state.get("request_id", "")
-    body: dict[str, Any] = {
-        "type": f"urn:bastion:problem:{exc.code}",
-        "title": _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": exc.message,
-        "code": exc.code,
-    }
-    if request_id:
-        body["instance"] = f"urn:bastion:request:{request_id}"
-    headers = [(b"content-type", b"application/problem+json")]
+    headers = [(key.lower().encode(), value.encode()) for key, value in extra]
+    fields: dict[str, Any] = {}
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="bastion"'))
     if isinstance(exc, RateLimitedError):
-        body["retry_after"] = exc.retry_after
+        fields["retry_after"] = exc.retry_after
+        headers = [h for h in headers if h[0] != b"retry-after"]
         headers.append((b"retry-after", str(exc.retry_after).encode()))
         state["audit_skip"] = True
-    for key, value in extra:
-        if key.lower() != "retry-after":
-            headers.append((key.lower().encode(), value.encode()))
-    payload = json.dumps(body).encode()
-    headers.append((b"content-length", str(len(payload)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send_problem(
+        send,
+        status,
+        exc.code,
+        exc.message,
+        request_id=state.get("request_id") or None,
+        headers=headers,
+        **fields,
+    )

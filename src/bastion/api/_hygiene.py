@@ -21,7 +21,6 @@ reach of other sites.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Final
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion.api._problems import problem_bytes
 from bastion.errors import InputError
 
 __all__ = [
@@ -204,15 +204,7 @@ class SecurityHeadersMiddleware:
         await self._forbidden(send, detail)
 
     async def _forbidden(self, send: Send, detail: str) -> None:
-        body = json.dumps(
-            {
-                "type": "urn:bastion:problem:forbidden",
-                "title": "Forbidden",
-                "status": 403,
-                "detail": detail,
-                "code": "forbidden",
-            }
-        ).encode()
+        body = problem_bytes(403, "forbidden", detail)
         headers = [
             (b"content-type", b"application/problem+json"),
             (b"content-length", str(len(body)).encode()),

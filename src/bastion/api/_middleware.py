@@ -10,7 +10,6 @@ is counted against its source address and logged by the access layer.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import secrets
@@ -19,6 +18,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion.api._problems import send_problem
 from bastion.api._services import Services
 
 __all__ = ["AuditMiddleware", "BodyLimitMiddleware"]
@@ -89,51 +89,14 @@ class _BodyTooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {
-            "type": "urn:bastion:problem:payload_too_large",
-            "title": "Content too large",
-            "status": 413,
-            "detail": f"the request body is larger than {limit} bytes",
-            "code": "payload_too_large",
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    detail = f"the request body is larger than {limit} bytes"
+    await send_problem(send, 413, "payload_too_large", detail)
 
 
 async def _audit_failed(send: Send, request_id: str) -> None:
-    body = json.dumps(
-        {
-            "type": "urn:bastion:problem:internal",
-            "title": "Internal server error",
-            "status": 500,
-            "detail": "the hub could not record this request in its audit log; see its log",
-            "code": "internal",
-            "instance": f"urn:bastion:request:{request_id}",
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    detail = "the hub could not record this request in its audit log; see its log"
+    headers = [(b"x-request-id", request_id.encode())]
+    await send_problem(send, 500, "internal", detail, request_id=request_id, headers=headers)
 
 
 class AuditMiddleware:

@@ -7,17 +7,27 @@ bare ``internal`` problem that tells the caller nothing about the server.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from bastion import errors
 
-__all__ = ["STATUS", "install_problem_handlers", "problem"]
+__all__ = [
+    "STATUS",
+    "install_problem_handlers",
+    "problem",
+    "problem_bytes",
+    "send_problem",
+    "status_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +61,11 @@ _TITLES = {
     405: "Method not allowed",
     409: "Conflict",
     410: "Gone",
+    408: "Request timeout",
     413: "Content too large",
     415: "Unsupported media type",
     429: "Too many requests",
+    431: "Request header fields too large",
     422: "Unprocessable content",
     500: "Internal server error",
     503: "Service unavailable",
@@ -67,7 +79,10 @@ def status_for(exc: errors.BastionError) -> int:
     return 400 if isinstance(exc, errors.InputError) else 500
 
 
-def problem(request: Request, status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+def problem_document(
+    status: int, code: str, detail: str, *, request_id: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An RFC 9457 problem document carrying Bastion's stable ``code``."""
     body: dict[str, Any] = {
         "type": f"urn:bastion:problem:{code}",
         "title": _TITLES.get(status, "Error"),
@@ -75,10 +90,45 @@ def problem(request: Request, status: int, code: str, detail: str, **extra: Any)
         "detail": detail,
         "code": code,
     }
-    request_id = getattr(request.state, "request_id", None)
     if request_id:
         body["instance"] = f"urn:bastion:request:{request_id}"
     body.update(extra)
+    return body
+
+
+def problem_bytes(
+    status: int, code: str, detail: str, *, request_id: str | None = None, **extra: Any
+) -> bytes:
+    """:func:`problem_document` as the JSON body sent."""
+    return json.dumps(
+        problem_document(status, code, detail, request_id=request_id, **extra)
+    ).encode()
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    request_id: str | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    **extra: Any,
+) -> None:
+    """Answer a problem from raw ASGI code (middleware that answers before the app)."""
+    body = problem_bytes(status, code, detail, request_id=request_id, **extra)
+    start = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
+def problem(request: Request, status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    body = problem_document(status, code, detail, request_id=request_id, **extra)
     headers = {"WWW-Authenticate": 'Bearer realm="bastion"'} if status == 401 else None
     request.state.error_code = code
     return JSONResponse(

@@ -26,7 +26,6 @@ Idle keep-alive connections are closed after uvicorn's ``timeout_keep_alive``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import ssl
@@ -45,6 +44,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from bastion.api._problems import problem_bytes
 from bastion.errors import CertificateFormatError, InputError, UsageError
 
 if TYPE_CHECKING:
@@ -421,15 +421,7 @@ def _problem_response(
     status: int, detail: str, default_headers: list[tuple[bytes, bytes]]
 ) -> bytes:
     code = {408: "request_timeout", 431: "headers_too_large"}[status]
-    body = json.dumps(
-        {
-            "type": f"urn:bastion:problem:{code}",
-            "title": STATUS_LINE[status].decode("ascii").split(" ", 2)[2].strip(),
-            "status": status,
-            "detail": detail,
-            "code": code,
-        }
-    ).encode()
+    body = problem_bytes(status, code, detail)
     lines: list[bytes] = [STATUS_LINE[status]]
     headers: list[tuple[bytes, bytes]] = [
         *default_headers,
