@@ -69,7 +69,14 @@ def model_resource(svc: Services, namespace: str, model: str) -> PolicyResource:
     return PolicyResource.model(namespace, model, classification=classification)
 
 
-def authorize_version(request: Request, principal: Principal, svc: Services, ref: ModelRef) -> None:
+def authorize_version(
+    request: Request,
+    principal: Principal,
+    svc: Services,
+    ref: ModelRef,
+    *,
+    allow_yanked: bool = False,
+) -> None:
     """Decide the route's action on a version (or alias) with its scan verdict and yank state.
 
     A caller the policies would not let near the version gets 403 whether or not it exists.
@@ -90,7 +97,7 @@ def authorize_version(request: Request, principal: Principal, svc: Services, ref
         yanked=yank_reason is not None,
     )
     try:
-        authorize(request, principal, resource)
+        authorize(request, principal, resource, allow_yanked=allow_yanked)
     except PermissionDeniedError as exc:
         reasons = request.state.audit_details["policy"]["reasons"]
         if reasons == ["guard.quarantine"]:
@@ -253,7 +260,9 @@ async def pull_file(
 ) -> StreamingResponse:
     ref = _ref(namespace, model, version=version)
     request.state.audit_details = {"file": path[:1024], "allow_yanked": allow_yanked}
-    await run_in_threadpool(authorize_version, request, principal, svc, ref)
+    await run_in_threadpool(
+        lambda: authorize_version(request, principal, svc, ref, allow_yanked=allow_yanked)
+    )
     served = await run_in_threadpool(svc.catalog.open_file, ref, path, allow_yanked=allow_yanked)
     return StreamingResponse(
         served.chunks,

@@ -40,36 +40,48 @@ async def caller(request: Request) -> Principal:
 Caller = Annotated[Principal, Depends(caller)]
 
 
-def context_for(request: Request, principal: Principal, now: datetime) -> RequestContext:
+def context_for(
+    request: Request, principal: Principal, now: datetime, *, allow_yanked: bool = False
+) -> RequestContext:
+    """The request's context for the policies; ``allow_yanked`` as the route parsed it."""
     client = request.scope.get("client")
     return RequestContext(
         source_ip=client[0] if client else UNKNOWN_ADDRESS,
         time=now,
         auth_method=principal.auth_method,
         mfa_age_seconds=principal.mfa_age(now),
-        allow_yanked=request.query_params.get("allow_yanked") == "true",
+        allow_yanked=allow_yanked,
         client_certificate=principal.client_certificate,
     )
 
 
 def _decide(
-    request: Request, svc: Services, principal: Principal, action: str, resource: PolicyResource
+    request: Request,
+    svc: Services,
+    principal: Principal,
+    action: str,
+    resource: PolicyResource,
+    *,
+    allow_yanked: bool = False,
 ) -> Decision:
     now = svc.hub.now()
-    engine = svc.policies.engine()
-    return engine.decide(
-        principal.for_policy(), action, resource, context_for(request, principal, now)
-    )
+    context = context_for(request, principal, now, allow_yanked=allow_yanked)
+    return svc.policies.engine().decide(principal.for_policy(), action, resource, context)
 
 
 def authorize(
-    request: Request, principal: Principal, resource: PolicyResource, *, action: str | None = None
+    request: Request,
+    principal: Principal,
+    resource: PolicyResource,
+    *,
+    action: str | None = None,
+    allow_yanked: bool = False,
 ) -> Decision:
     """Decide the route's action (or ``action``) on ``resource``; raise if denied."""
     svc = services_of(request)
     route = request.scope.get("route")
     name = action or getattr(route, "name", None) or "request.unmatched"
-    decision = _decide(request, svc, principal, name, resource)
+    decision = _decide(request, svc, principal, name, resource, allow_yanked=allow_yanked)
     details = getattr(request.state, "audit_details", None)
     if details is None:
         details = request.state.audit_details = {}

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 import bastion
 from bastion.client import Client
-from tests.integration.hub.conftest import write_safe_model
+from tests.integration.hub.conftest import RunningHub, bearer, write_safe_model
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -134,3 +135,16 @@ def test_an_alias_never_points_at_a_yanked_or_quarantined_version(
         "1.0.0": [],
         "2.0.0": [],
     }
+
+
+def test_allowing_a_yanked_pull_is_read_as_the_route_reads_its_flag(
+    hub: RunningHub, admin: Client, med: str, safe_model: Path, signing_key: bastion.PrivateKey
+) -> None:
+    """The policies see ``allow_yanked`` as the route parses it (``1`` and ``true`` alike)."""
+    admin.push(safe_model, "med/xray@1.0.0", key=signing_key)
+    admin.yank("med/xray@1.0.0", "withdrawn")
+    url = f"{hub.url}/api/v1/models/med/xray/versions/1.0.0/files/model.safetensors"
+    with httpx.Client(headers=bearer(hub.admin_token)) as client:
+        assert client.get(url).status_code == 410
+        for flag in ("1", "true", "True"):
+            assert client.get(url, params={"allow_yanked": flag}).status_code == 200, flag
