@@ -115,8 +115,6 @@ class AccessMiddleware:
         self.services = services
         self.routes = routes
         self._oidc_cache = _OidcCache()
-        #: An in-memory store answers at once; Redis is asked from a worker thread.
-        self._limits_in_process = services.limits.storage_kind == "memory"
 
     def _match(self, scope: Scope) -> tuple[str | None, dict[str, Any]]:
         partial: tuple[str | None, dict[str, Any]] | None = None
@@ -174,7 +172,7 @@ class AccessMiddleware:
         await self._forward(scope, receive, send)
 
     async def _call_limiter(self, call: Callable[[], Any]) -> Any:
-        if self._limits_in_process:
+        if self.services.limiter.in_process:  # Redis is asked from a worker thread
             return call()
         return await anyio.to_thread.run_sync(call)
 
@@ -338,7 +336,7 @@ def _mtls_principal(svc: Services, certificate: tuple[str, str]) -> Principal:
 def _with_certificate(principal: Principal, fingerprint: str) -> Principal:
     from dataclasses import replace
 
-    return replace(principal, client_certificate=fingerprint, _policy=[])
+    return replace(principal, client_certificate=fingerprint)
 
 
 async def _refuse(

@@ -73,7 +73,6 @@ def open_services(settings: ServerSettings, *, hasher: PasswordHasher | None = N
         users=UserStore(db, hasher=hasher or PasswordHasher(), keys=keyring),
         sessions=SessionStore(db, idle=access.session_idle, lifetime=access.session_lifetime),
         policies=PolicyStore(db),
-        limits=access.limits,
         limiter=RateLimiter(access.limits),
         audit=audit,
         audit_reader=audit,

@@ -9,7 +9,7 @@ from fastapi import Request
 
 from bastion.auth import ApiKeyStore, OidcAuthenticator
 from bastion.auth._policy_store import PolicyStore
-from bastion.auth._ratelimit import RateLimiter, RateLimits
+from bastion.auth._ratelimit import RateLimiter
 from bastion.auth._sessions import SessionStore
 from bastion.auth._users import UserStore
 from bastion.registry import Catalog, Hub, Publisher
@@ -45,7 +45,6 @@ class Services:
     users: UserStore
     sessions: SessionStore
     policies: PolicyStore
-    limits: RateLimits
     limiter: RateLimiter
     audit: AuditRecorder
     audit_reader: Any

@@ -10,7 +10,7 @@ policies, through :meth:`Principal.for_policy`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from bastion.auth._policy_schema import (
@@ -56,7 +56,6 @@ class Principal:
     via_cookie: bool = False
     #: SHA-256 fingerprint of a verified client certificate presented on the connection.
     client_certificate: str | None = None
-    _policy: list[PolicyPrincipal] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def actor(self) -> str:
@@ -79,12 +78,9 @@ class Principal:
 
     def for_policy(self) -> PolicyPrincipal:
         """This caller as the Cedar policies see it (built once per caller seen lately)."""
-        if not self._policy:
-            scope = expand_scope(self.scope) if self.kind == "ServiceAccount" else ()
-            self._policy.append(
-                _policy_principal(self.kind, self.id, self.roles, self.groups, scope, self.issuer)
-            )
-        return self._policy[0]
+        return _policy_principal(
+            self.kind, self.id, self.roles, self.groups, self.scope, self.issuer
+        )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -97,4 +93,5 @@ def _policy_principal(
     issuer: str,
 ) -> PolicyPrincipal:
     """Validated once: a caller whose token is new each time is still the same principal."""
+    scope = expand_scope(scope) if kind == "ServiceAccount" else ()
     return PolicyPrincipal(kind, ident, roles, groups, scope, issuer)

@@ -321,6 +321,11 @@ class RateLimiter:
             for item in parse_limit(text, where=scope)
         )
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the store is this process's memory: answered at once, without a thread."""
+        return isinstance(self._storage, MemoryStorage)
+
     def check(
         self, *, principal: str | None, source_ip: str, route: str | None, model: str | None
     ) -> RateDecision:

@@ -158,7 +158,7 @@ class SessionStore:
             if not hmac.compare_digest(known.secret_hash, digest) or known.expires_at <= now:
                 raise AuthenticationError(SESSION_REFUSED)
             if via_cookie:
-                return replace(known.principal, via_cookie=True, _policy=[])
+                return replace(known.principal, via_cookie=True)
             return known.principal
         with self._db.session() as s:
             row = s.get(SessionRow, session_id)
@@ -191,7 +191,7 @@ class SessionStore:
             self._cache.move_to_end(session_id)
             while len(self._cache) > _MAX_REMEMBERED:
                 self._cache.popitem(last=False)
-        return replace(principal, via_cookie=True, _policy=[]) if via_cookie else principal
+        return replace(principal, via_cookie=True) if via_cookie else principal
 
     def _live(self, row: SessionRow, now: datetime) -> bool:
         return (

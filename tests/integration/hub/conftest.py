@@ -79,7 +79,7 @@ def start_hub(
             models={"*": "100000/minute"},
             login_failure_limit="100000/minute",
         )
-    services = dataclasses.replace(services, limits=limits, limiter=RateLimiter(limits))
+    services = dataclasses.replace(services, limiter=RateLimiter(limits))
     token = bootstrap_admin(services, None) or ""
     server = uvicorn.Server(
         uvicorn.Config(
