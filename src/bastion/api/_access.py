@@ -235,9 +235,7 @@ class AccessMiddleware:
                 scope, SESSION_COOKIE if scope.get("scheme") == "https" else _PLAIN_COOKIE
             )
             if cookie is not None:
-                principal = await anyio.to_thread.run_sync(
-                    lambda: svc.sessions.authenticate(cookie, now=now, via_cookie=True)
-                )
+                principal = await self._session(cookie, now, via_cookie=True)
                 if scope["method"] not in _SAFE_METHODS:
                     await self._check_csrf(scope, principal)
             elif certificate is not None and svc.mtls is not None:
@@ -260,7 +258,7 @@ class AccessMiddleware:
                 return peeked
             return await anyio.to_thread.run_sync(lambda: svc.api_keys.authenticate(token, now=now))
         if token.startswith("bss_"):
-            return await anyio.to_thread.run_sync(lambda: svc.sessions.authenticate(token, now=now))
+            return await self._session(token, now)
         if token.count(".") == 2 and svc.oidc is not None:
             key = hashlib.sha256(token.encode()).digest()
             cached = self._oidc_cache.get(key)
@@ -286,6 +284,16 @@ class AccessMiddleware:
         raise AuthenticationError(
             "the credential is not an API key (bst_...), a session (bss_...) or an OIDC token "
             "from a configured issuer"
+        )
+
+    async def _session(self, token: str, now: datetime, *, via_cookie: bool = False) -> Principal:
+        """A session remembered lately is answered here; otherwise the database, in a thread."""
+        sessions = self.services.sessions
+        remembered = sessions.peek(token, now=now, via_cookie=via_cookie)
+        if remembered is not None:
+            return remembered
+        return await anyio.to_thread.run_sync(
+            lambda: sessions.authenticate(token, now=now, via_cookie=via_cookie)
         )
 
     async def _check_csrf(self, scope: Scope, principal: Principal) -> None:

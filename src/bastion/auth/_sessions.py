@@ -55,6 +55,14 @@ def _is_session_id(value: object) -> bool:
     return isinstance(value, str) and _SESSION_ID.fullmatch(value) is not None
 
 
+def _parse(token: object) -> tuple[str, bytes]:
+    """(session id, SHA-256 of the secret) of a well-formed token; else the one refusal."""
+    match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
+    if match is None:
+        raise AuthenticationError(SESSION_REFUSED)
+    return match.group(1), _hash(match.group(2))
+
+
 def _utc(now: datetime) -> datetime:
     return aware(now).astimezone(UTC)
 
@@ -144,26 +152,33 @@ class SessionStore:
         token = f"{SESSION_PREFIX}{session_id}_{secret}"
         return IssuedSession(session_id, token, csrf, expires_at, now)
 
-    def authenticate(self, token: str, *, now: datetime, via_cookie: bool = False) -> Principal:
-        """The person a live session belongs to; one AuthenticationError for every failure."""
+    def peek(self, token: str, *, now: datetime, via_cookie: bool = False) -> Principal | None:
+        """The person if the session was checked lately (no database query), else None.
+
+        Raises AuthenticationError for a malformed token, or a remembered session whose
+        secret does not match or which has ended.
+        """
+        session_id, digest = _parse(token)
         now = _utc(now)
-        match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
-        if match is None:
-            raise AuthenticationError(SESSION_REFUSED)
-        session_id, secret = match.group(1), match.group(2)
-        digest = _hash(secret)
         with self._lock:
             known = self._cache.get(session_id)
-        if known is not None and known.until > now:
-            if not hmac.compare_digest(known.secret_hash, digest) or known.expires_at <= now:
-                raise AuthenticationError(SESSION_REFUSED)
-            if via_cookie:
-                return replace(known.principal, via_cookie=True)
-            return known.principal
+        if known is None or known.until <= now:
+            return None
+        if not hmac.compare_digest(known.secret_hash, digest) or known.expires_at <= now:
+            raise AuthenticationError(SESSION_REFUSED)
+        return replace(known.principal, via_cookie=True) if via_cookie else known.principal
+
+    def authenticate(self, token: str, *, now: datetime, via_cookie: bool = False) -> Principal:
+        """The person a live session belongs to; one AuthenticationError for every failure."""
+        known = self.peek(token, now=now, via_cookie=via_cookie)
+        if known is not None:
+            return known
+        now = _utc(now)
+        session_id, digest = _parse(token)
         with self._db.session() as s:
             row = s.get(SessionRow, session_id)
             stored = _DUMMY_HASH if row is None else row.secret_hash
-            if not hmac.compare_digest(stored, _hash(secret)) or row is None:
+            if not hmac.compare_digest(stored, digest) or row is None:
                 raise AuthenticationError(SESSION_REFUSED)
             if not self._live(row, now):
                 raise AuthenticationError(SESSION_REFUSED)
