@@ -7,6 +7,7 @@ import json
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -75,6 +76,9 @@ class HubSession:
             timeout=_TIMEOUT,
             transport=transport,
             follow_redirects=False,
+            # The SDK sends bearer credentials only: it keeps no cookie, so the session
+            # cookie the hub sets at sign-in never rides along unasked.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
 
     def close(self) -> None:

@@ -39,9 +39,6 @@ class IdentityMixin:
         """
         body = {"user": user, "password": password, "code": code}
         result: dict[str, Any] = self._session.json("POST", "/api/v1/sessions", json=body)
-        # The hub also sets the session as a browser cookie; the SDK sends bearer tokens
-        # only, so this (credential-less) client must not start carrying the session.
-        self._session._http.cookies.clear()
         return result
 
     def step_up(self, code: str) -> dict[str, Any]:

@@ -112,3 +112,21 @@ def test_any_login_file_reads_as_a_login_or_a_clear_error(content: str | bytes) 
     else:
         assert login.url.startswith(("https://", "http://"))
         assert login.kind in (None, "api_key", "session")
+
+
+def test_the_sdk_keeps_no_cookie_the_hub_sets() -> None:
+    import httpx
+
+    from bastion.client import Client
+
+    seen: list[str | None] = []
+
+    def hub(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        body = {"user": "erin", "token": "bss_x", "csrf_token": "c"}
+        return httpx.Response(201, json=body, headers={"set-cookie": "bastion-session=s; Path=/"})
+
+    with Client("http://127.0.0.1:8443", transport=httpx.MockTransport(hub)) as client:
+        client.sign_in("erin", "a password", "123456")
+        client.sign_in("erin", "a password", "123456")
+    assert seen == [None, None]
