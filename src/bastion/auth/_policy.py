@@ -31,7 +31,14 @@ from bastion.auth._policy_schema import (
 )
 from bastion.errors import PathNotFoundError, PolicyError
 
-__all__ = ["Decision", "PolicyEngine", "PolicyProblem", "PolicySource", "check_policies"]
+__all__ = [
+    "Decision",
+    "PolicyEngine",
+    "PolicyProblem",
+    "PolicySource",
+    "check_policies",
+    "default_sources",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +263,8 @@ def _read_directory(directory: Path) -> tuple[list[PolicySource], list[PolicyPro
     return sources, problems
 
 
-def _default_sources() -> list[PolicySource]:
+def default_sources() -> list[PolicySource]:
+    """Bastion's built-in policy files, named ``default/<file>`` in messages."""
     folder = resources.files("bastion.auth").joinpath("policies/default")
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".cedar")), key=str)
     return [PolicySource(f"default/{f.name}", f.read_text(encoding="utf-8")) for f in files]
@@ -273,7 +281,7 @@ def check_policies(directory: Path | None = None) -> list[PolicyProblem]:
     """Every problem in a directory of ``.cedar`` files (default: Bastion's own policies)."""
     sources, problems = ([], []) if directory is None else _read_directory(directory)
     if directory is None:
-        sources = _default_sources()
+        sources = default_sources()
     _, found = _compile(sources, _schema())
     return [*problems, *found]
 
@@ -299,7 +307,7 @@ class PolicyEngine:
     @classmethod
     def default(cls) -> PolicyEngine:
         """Bastion's default roles and guards (``docs/policy.md``)."""
-        return cls(_default_sources())
+        return cls(default_sources())
 
     @classmethod
     def from_directory(cls, directory: Path) -> PolicyEngine:

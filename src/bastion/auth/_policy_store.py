@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
-from bastion.auth._policy import PolicyEngine, PolicySource, _default_sources
+from bastion.auth._policy import PolicyEngine, PolicySource, default_sources
 from bastion.db import Database, PolicyVersion, iso
 from bastion.errors import ConflictError, InputError, NotFoundError, PolicyError
 
@@ -132,15 +132,15 @@ class PolicyStore:
         """The version in force with its files (version 0: the built-in defaults)."""
         version = self.version
         if version == 0:
-            sources = _default_sources()
+            # Plain file names, as `policy apply` sends them back, and the digest of those.
+            sources = [PolicySource(s.name.rpartition("/")[2], s.text) for s in default_sources()]
             return {
                 "version": 0,
                 "digest": policy_digest(sources),
                 "applied_at": None,
                 "applied_by": "bastion (built-in defaults)",
                 "comment": "",
-                # Plain file names, as `policy apply` sends them back.
-                "files": {s.name.rpartition("/")[2]: s.text for s in sources},
+                "files": {s.name: s.text for s in sources},
             }
         with self._db.session() as s:
             row = s.get(PolicyVersion, version)
