@@ -180,13 +180,7 @@ class AccessMiddleware:
         limiter = self.services.limiter
         decision = await self._call_limiter(lambda: limiter.check_login_source(source))
         if not decision.allowed:
-            raise _OverLimit(
-                RateLimitedError(
-                    "too many bad credentials from this address; wait and try again",
-                    retry_after=decision.retry_after or 1,
-                ),
-                decision.headers(),
-            )
+            raise _OverLimit(decision.error(), decision.headers())
 
     async def _limit(
         self, actor: str | None, source: str, route: str | None, model: str | None
@@ -197,12 +191,7 @@ class AccessMiddleware:
         )
         headers: list[tuple[str, str]] = decision.headers()
         if not decision.allowed:
-            raise _OverLimit(
-                RateLimitedError(
-                    "too many requests; wait and try again", retry_after=decision.retry_after or 1
-                ),
-                headers,
-            )
+            raise _OverLimit(decision.error(), headers)
         return headers
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -241,7 +241,9 @@ class RateDecision:
         wait = self.retry_after or 1
         if self.scope == "login":
             return RateLimitedError(
-                f"too many failed logins from this address; wait {wait} seconds", retry_after=wait
+                f"too many failed logins or bad credentials from this address; wait {wait} "
+                "seconds",
+                retry_after=wait,
             )
         return RateLimitedError(
             f"too many requests ({self.scope}: {self.limit} per {self.window} seconds); "
