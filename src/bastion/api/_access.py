@@ -28,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +41,12 @@ from bastion.api._security import UNKNOWN_ADDRESS
 from bastion.api._services import Services
 from bastion.auth import Principal
 from bastion.auth._oidc_keys import KeysNotCached
-from bastion.errors import AuthenticationError, BastionError, RateLimitedError
+from bastion.errors import (
+    AuthenticationError,
+    BastionError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
 
 __all__ = ["PUBLIC_ROUTES", "SESSION_COOKIE", "AccessMiddleware"]
 
@@ -286,8 +292,6 @@ class AccessMiddleware:
         )
 
     async def _check_csrf(self, scope: Scope, principal: Principal) -> None:
-        from bastion.errors import PermissionDeniedError
-
         given = _header(scope, b"x-csrf-token")
         session_id = principal.session_id
         ok = (
@@ -331,8 +335,6 @@ def _mtls_principal(svc: Services, certificate: tuple[str, str]) -> Principal:
 
 
 def _with_certificate(principal: Principal, fingerprint: str) -> Principal:
-    from dataclasses import replace
-
     return replace(principal, client_certificate=fingerprint)
 
 
