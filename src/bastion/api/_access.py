@@ -48,7 +48,7 @@ from bastion.errors import (
     RateLimitedError,
 )
 
-__all__ = ["PUBLIC_ROUTES", "SESSION_COOKIE", "AccessMiddleware"]
+__all__ = ["PUBLIC_ROUTES", "AccessMiddleware", "session_cookie"]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,15 @@ log = logging.getLogger(__name__)
 PUBLIC_ROUTES = frozenset({"livez", "session.create", "enrol.begin", "enrol.finish"})
 #: Public routes outside every rate limit (orchestrators poll liveness).
 _UNLIMITED = frozenset({"livez"})
-SESSION_COOKIE = "__Host-bastion-session"
+_SECURE_COOKIE = "__Host-bastion-session"
 _PLAIN_COOKIE = "bastion-session"
+
+
+def session_cookie(scheme: str) -> str:
+    """The session cookie's name: ``__Host-`` (Secure, this host only) over HTTPS."""
+    return _SECURE_COOKIE if scheme == "https" else _PLAIN_COOKIE
+
+
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _OIDC_CACHE = 4096
 #: A verified OIDC token is trusted again without checking for at most this long.
@@ -226,9 +233,7 @@ class AccessMiddleware:
                 raise AuthenticationError("send the credential as 'Authorization: Bearer <token>'")
             principal = await self._bearer(token, now)
         else:
-            cookie = _cookie(
-                scope, SESSION_COOKIE if scope.get("scheme") == "https" else _PLAIN_COOKIE
-            )
+            cookie = _cookie(scope, session_cookie(str(scope.get("scheme", "http"))))
             if cookie is not None:
                 principal = await self._session(cookie, now, via_cookie=True)
                 if scope["method"] not in _SAFE_METHODS:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from bastion.api._access import SESSION_COOKIE
+from bastion.api._access import session_cookie
 from bastion.api._bodies import Binding, bindings_of, iso_time
 from bastion.api._security import Caller, authorize, context_for
 from bastion.api._services import Services, services
@@ -90,7 +90,7 @@ def sign_in(body: SignIn, request: Request, response: Response, svc: Svc) -> dic
     request.state.audit_details = {"mfa": login.mfa_method, "session": issued.session_id}
     secure = request.url.scheme == "https"
     response.set_cookie(
-        SESSION_COOKIE if secure else "bastion-session",
+        session_cookie(request.url.scheme),
         issued.token,
         max_age=int((issued.expires_at - now).total_seconds()),
         path="/",
@@ -127,7 +127,7 @@ def sign_out(request: Request, response: Response, principal: Caller, svc: Svc) 
         svc.sessions.revoke(principal.session_id, now=svc.hub.now())
     secure = request.url.scheme == "https"
     response.delete_cookie(
-        SESSION_COOKIE if secure else "bastion-session",
+        session_cookie(request.url.scheme),
         path="/",
         secure=secure,
         httponly=True,
