@@ -36,6 +36,7 @@ import anyio
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bastion.api._middleware import request_header
 from bastion.api._problems import STATUS, send_problem
 from bastion.api._security import UNKNOWN_ADDRESS
 from bastion.api._services import Services
@@ -71,15 +72,8 @@ _OIDC_CACHE = 4096
 _OIDC_CACHE_SECONDS = 60.0
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 def _cookie(scope: Scope, name: str) -> str | None:
-    raw = _header(scope, b"cookie")
+    raw = request_header(scope, b"cookie")
     if not raw:
         return None
     for part in raw.split(";"):
@@ -225,7 +219,7 @@ class AccessMiddleware:
         svc = self.services
         now = svc.hub.now()
         certificate = _client_certificate(scope)
-        authorization = _header(scope, b"authorization")
+        authorization = request_header(scope, b"authorization")
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             token = token.strip()
@@ -297,7 +291,7 @@ class AccessMiddleware:
         )
 
     async def _check_csrf(self, scope: Scope, principal: Principal) -> None:
-        given = _header(scope, b"x-csrf-token")
+        given = request_header(scope, b"x-csrf-token")
         session_id = principal.session_id
         ok = (
             given is not None

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bastion.api._problems import send_problem
 from bastion.api._services import Services
 
-__all__ = ["AuditMiddleware", "BodyLimitMiddleware"]
+__all__ = ["AuditMiddleware", "BodyLimitMiddleware", "request_header"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ AUDITED_READS = frozenset({"version.pull", "audit.export"})
 #: What the audit log refuses in its text fields: control, bidirectional and surrogate characters.
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def request_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of request header ``name`` (lower-case bytes), or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return str(value.decode("latin-1"))
@@ -52,7 +53,7 @@ class BodyLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared = request_header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await _too_large(send, self.limit)
             return
@@ -108,7 +109,7 @@ class AuditMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-request-id")
+        given = request_header(scope, b"x-request-id")
         request_id = given if given and _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
