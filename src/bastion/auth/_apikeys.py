@@ -41,10 +41,18 @@ from bastion.auth._policy_schema import (
     PolicyRole,
 )
 from bastion.auth._principal import Principal
+from bastion.auth._users_roles import check_roles
 from bastion.db import ApiKey, Database, RoleBinding, aware, iso
 from bastion.errors import AuthenticationError, InputError, NotFoundError
 
-__all__ = ["ROLE_SCOPES", "ApiKeyStore", "IssuedKey", "check_scope", "parse_token"]
+__all__ = [
+    "ROLE_SCOPES",
+    "ApiKeyStore",
+    "IssuedKey",
+    "check_scope",
+    "default_scope",
+    "parse_token",
+]
 
 PREFIX = "bst_"
 _TOKEN = re.compile(r"bst_([a-z2-7]{16})_([A-Za-z0-9_-]{43})")
@@ -80,7 +88,7 @@ def parse_token(token: str) -> tuple[str, str]:
 def check_scope(scope: Sequence[str]) -> tuple[str, ...]:
     """A validated scope: action names, action groups, or ``*``."""
     if not scope:
-        raise InputError("an API key's scope names at least one action (or '*')")
+        raise InputError("a scope names at least one action (or '*')")
     for item in scope:
         if item != "*" and item not in ACTIONS and item not in ACTION_GROUPS:
             raise InputError(
@@ -90,17 +98,9 @@ def check_scope(scope: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(scope))
 
 
-def _check_roles(bindings: Sequence[tuple[str, str]]) -> tuple[tuple[str, PolicyRole], ...]:
-    if not bindings:
-        raise InputError("an API key needs at least one role on a namespace")
-    out: list[tuple[str, PolicyRole]] = []
-    for namespace, role in bindings:
-        if role not in POLICY_ROLES:
-            raise InputError(f"unknown role {role!r}; use one of {', '.join(POLICY_ROLES)}")
-        if not namespace:
-            raise InputError("a role binding needs a namespace (or '*')")
-        out.append((namespace, _role(role)))
-    return tuple(dict.fromkeys(out))
+def default_scope(roles: Sequence[tuple[str, PolicyRole]]) -> tuple[str, ...]:
+    """The scope a holder of ``roles`` gets when none is asked for: what the roles are for."""
+    return tuple(dict.fromkeys(s for _, role in roles for s in ROLE_SCOPES[role]))
 
 
 def _hash(secret: str) -> bytes:
@@ -146,10 +146,8 @@ class ApiKeyStore:
         expires_at: datetime | None = None,
         scope: Sequence[str] | None = None,
     ) -> IssuedKey:
-        roles = _check_roles(bindings)
-        if scope is None:
-            scope = [s for _, role in roles for s in ROLE_SCOPES[role]]
-        checked = check_scope(scope)
+        roles = check_roles(bindings, holder="an API key")
+        checked = check_scope(default_scope(roles) if scope is None else scope)
         if expires_at is not None and expires_at <= now:
             raise InputError("the expiry time of an API key must be in the future")
         key_id = "".join(secrets.choice(_B32) for _ in range(16))

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from bastion.auth._apikeys import ROLE_SCOPES
+from bastion._names import is_name
+from bastion.auth._apikeys import check_scope, default_scope
 from bastion.auth._oidc_issuer import RoleBindings, role_bindings
-from bastion.auth._policy_schema import ACTION_GROUPS, ACTIONS
-from bastion.auth._users_roles import NAME_PATTERN
 from bastion.errors import InputError
 
 __all__ = ["ClientCertificates", "MtlsClient", "normalize_fingerprint"]
@@ -61,17 +60,14 @@ class MtlsClient:
 
 def _scope(value: object, where: str, roles: RoleBindings) -> tuple[str, ...]:
     if value is None:
-        return tuple(dict.fromkeys(s for _, role in roles for s in ROLE_SCOPES[role]))
+        return default_scope(roles)
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items or len(items) > _MAX_SCOPE:
         raise InputError(f"{where}: 'scope' must be \"*\" or a non-empty list of actions")
-    for item in items:
-        if item != _ALL_ACTIONS and item not in ACTIONS and item not in ACTION_GROUPS:
-            raise InputError(
-                f"{where}: scope {str(item)[:64]!r} is not an action or an action group; "
-                f"groups are {', '.join(ACTION_GROUPS)}; actions are listed in docs/policy.md"
-            )
-    return tuple(dict.fromkeys(items))
+    try:
+        return check_scope(items)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc.message}") from None
 
 
 def _subject(value: object, where: str) -> str:
@@ -106,7 +102,7 @@ def _entry(table: object, index: int) -> _Entry:
             f"known: {', '.join(sorted(_KEYS))}"
         )
     name = table.get("name")
-    if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None or ".." in name:
+    if not is_name(name):
         raise InputError(
             f"{where}: 'name' must be 1-64 lower-case letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"

@@ -17,10 +17,10 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from bastion._names import is_name
 from bastion._net import is_loopback
 from bastion.auth._jwk import ALGORITHMS
 from bastion.auth._policy_schema import ALL_NAMESPACES, POLICY_ROLES, PolicyRole
-from bastion.auth._users_roles import NAME_PATTERN
 from bastion.errors import InputError
 
 __all__ = ["DEFAULT_ALGORITHMS", "OidcIssuer", "RoleBindings", "is_acceptable_url", "role_bindings"]
@@ -69,9 +69,7 @@ def role_bindings(value: object, where: str) -> RoleBindings:
     for item in items:
         role_name, _, namespace = item.partition(":") if isinstance(item, str) else ("", "", "")
         role = next((r for r in POLICY_ROLES if r == role_name), None)
-        valid_namespace = namespace == ALL_NAMESPACES or (
-            NAME_PATTERN.fullmatch(namespace) is not None and ".." not in namespace
-        )
+        valid_namespace = namespace == ALL_NAMESPACES or (is_name(namespace))
         if role is None or not valid_namespace:
             raise InputError(
                 f'{where}: {str(item)[:80]!r} is not "role:namespace"; the role is one of '

@@ -241,8 +241,7 @@ class RateDecision:
         wait = self.retry_after or 1
         if self.scope == "login":
             return RateLimitedError(
-                f"too many failed logins or bad credentials from this address; wait {wait} "
-                "seconds",
+                f"too many failed logins or bad credentials from this address; wait {wait} seconds",
                 retry_after=wait,
             )
         return RateLimitedError(

@@ -22,11 +22,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError as RowConflict
 from sqlalchemy.orm import Session
 
+from bastion._names import is_name
 from bastion.auth._passwords import PasswordHasher
 from bastion.auth._policy_schema import PolicyRole
 from bastion.auth._users_enrolment import EnrolmentFlow, TotpEnrolment
 from bastion.auth._users_mfa import Account, MfaMethod, SecondFactor
-from bastion.auth._users_roles import NAME_PATTERN, UserRoles, check_roles, load_roles
+from bastion.auth._users_roles import UserRoles, check_roles, load_roles
 from bastion.auth._users_secrets import enrolment_code_hash, new_enrolment_code
 from bastion.auth._users_throttle import ThrottleRules, name_key
 from bastion.crypto import KeyManager
@@ -51,7 +52,7 @@ LOGIN_REFUSED: Final = "the user name, password or code is wrong; check them and
 
 def check_user_name(value: str) -> str:
     """``value`` if it is a valid user name (the hub's strict name rule), else InputError."""
-    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value:
+    if not is_name(value):
         raise InputError(
             f"user name {str(value)[:80]!r} is not valid: use 1-64 lower-case letters, digits, "
             "'.', '_' or '-', starting and ending with a letter or digit"
@@ -198,7 +199,7 @@ class UserStore:
         return method
 
     def _active_account(self, name: str) -> Account | None:
-        if not NAME_PATTERN.fullmatch(name):
+        if not is_name(name):
             return None
         with self._db.session() as s:
             user = s.scalars(select(User).where(User.name == name)).first()
@@ -270,7 +271,7 @@ class UserStore:
     @staticmethod
     def _user(s: Session, name: str) -> User:
         user = None
-        if isinstance(name, str) and NAME_PATTERN.fullmatch(name):
+        if is_name(name):
             user = s.scalars(select(User).where(User.name == name)).first()
         if user is None:
             raise NotFoundError(f"no user named {str(name)[:80]!r}; list users to see the names")

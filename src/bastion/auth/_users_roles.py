@@ -6,21 +6,18 @@ a role is one of the policy roles of ``_policy_schema``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bastion._names import is_name
 from bastion.auth._policy_schema import ALL_NAMESPACES, POLICY_ROLES, PolicyRole
 from bastion.db import UserRole
 from bastion.errors import InputError, IntegrityError
 
-__all__ = ["NAME_PATTERN", "UserRoles", "check_roles", "load_roles", "policy_role"]
+__all__ = ["UserRoles", "check_roles", "load_roles", "policy_role"]
 
-#: User and namespace names: as ``bastion.registry`` checks names (auth must not import it).
-NAME_PATTERN: Final = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 
 UserRoles = tuple[tuple[str, PolicyRole], ...]
 
@@ -34,20 +31,16 @@ def policy_role(value: object) -> PolicyRole:
     raise InputError(f"unknown role {shown}; use one of {', '.join(POLICY_ROLES)}")
 
 
-def check_roles(roles: Sequence[tuple[str, PolicyRole]]) -> UserRoles:
+def check_roles(roles: Sequence[tuple[str, str]], *, holder: str = "a user") -> UserRoles:
     """At least one valid binding, duplicates dropped, in the order given."""
     if _is_text(roles) or not roles:
-        raise InputError("a user needs at least one role on a namespace (or on '*')")
+        raise InputError(f"{holder} needs at least one role on a namespace (or on '*')")
     checked: list[tuple[str, PolicyRole]] = []
     for binding in roles:
         if not isinstance(binding, tuple) or len(binding) != 2:
             raise InputError("a role binding is a (namespace, role) pair")
         namespace, role = binding
-        valid = isinstance(namespace, str) and (
-            namespace == ALL_NAMESPACES
-            or (NAME_PATTERN.fullmatch(namespace) is not None and ".." not in namespace)
-        )
-        if not valid:
+        if namespace != ALL_NAMESPACES and not is_name(namespace):
             raise InputError(
                 f"namespace {str(namespace)[:80]!r} is not valid: use '*' or 1-64 lower-case "
                 "letters, digits, '.', '_' or '-', starting and ending with a letter or digit"

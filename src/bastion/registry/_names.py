@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bastion._names import is_name
 from bastion.errors import InputError
 
 __all__ = [
@@ -25,13 +26,12 @@ __all__ = [
     "parse_ref",
 ]
 
-_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 _VERSION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.+_-]{0,62}[A-Za-z0-9])?")
 MAX_FILE_PATH = 1024
 
 
 def check_name(value: str, what: str = "name") -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+    if not is_name(value):
         raise InputError(
             f"{what} {value!r} is not valid: use 1-64 lower-case letters, digits, '.', '_' "
             "or '-', starting and ending with a letter or digit"
