@@ -33,6 +33,8 @@ exceptions never escape a public function: they are wrapped with
     │   └── StepUpRequiredError       exit 4  step_up_required   needs a fresh MFA code first
     ├── RateLimitedError              exit 4  rate_limited       too many requests or logins; wait
     ├── HubUnavailableError           exit 5  hub_unavailable    hub unreachable or out of service
+    │   ├── ModelUnavailableError     exit 5  model_unavailable  a deployment's worker is down; retry
+    │   └── UpstreamError             exit 5  upstream_failed    a fronted inference server failed
     ├── StorageFullError              exit 5  storage_full       the hub's disk is full
     └── InternalError                 exit 3  internal
 
@@ -60,6 +62,7 @@ __all__ = [
     "InternalError",
     "KeyFormatError",
     "KeyringError",
+    "ModelUnavailableError",
     "ModelTreeError",
     "NotFoundError",
     "PassphraseError",
@@ -73,6 +76,7 @@ __all__ = [
     "StorageFullError",
     "TrustPolicyError",
     "UnsupportedMediaTypeError",
+    "UpstreamError",
     "UsageError",
     "VerificationError",
     "VersionYankedError",
@@ -266,6 +270,23 @@ class HubUnavailableError(BastionError):
     """The hub cannot be reached, or answered that it is out of service."""
 
     code = "hub_unavailable"
+    exit_code = 5
+
+
+class ModelUnavailableError(HubUnavailableError):
+    """A deployment cannot answer now: its worker crashed, hung or is restarting.
+
+    The request was not served; retrying after a moment is safe.
+    """
+
+    code = "model_unavailable"
+    exit_code = 5
+
+
+class UpstreamError(HubUnavailableError):
+    """The inference server a deployment fronts failed, timed out or sent an invalid answer."""
+
+    code = "upstream_failed"
     exit_code = 5
 
 

@@ -48,6 +48,8 @@ STATUS: dict[str, int] = {
     "step_up_required": 403,
     "rate_limited": 429,
     "hub_unavailable": 503,
+    "model_unavailable": 503,
+    "upstream_failed": 502,
     "storage_full": 507,
     "method_not_allowed": 405,
     "internal": 500,
