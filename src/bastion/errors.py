@@ -33,7 +33,7 @@ exceptions never escape a public function: they are wrapped with
     │   └── StepUpRequiredError       exit 4  step_up_required   needs a fresh MFA code first
     ├── RateLimitedError              exit 4  rate_limited       too many requests or logins; wait
     ├── HubUnavailableError           exit 5  hub_unavailable    hub unreachable or out of service
-    │   ├── ModelUnavailableError     exit 5  model_unavailable  a deployment's worker is down; retry
+    │   ├── ModelUnavailableError     exit 5  model_unavailable  a deployment's worker is down
     │   └── UpstreamError             exit 5  upstream_failed    a fronted inference server failed
     ├── StorageFullError              exit 5  storage_full       the hub's disk is full
     └── InternalError                 exit 3  internal
@@ -62,8 +62,8 @@ __all__ = [
     "InternalError",
     "KeyFormatError",
     "KeyringError",
-    "ModelUnavailableError",
     "ModelTreeError",
+    "ModelUnavailableError",
     "NotFoundError",
     "PassphraseError",
     "PathNotFoundError",

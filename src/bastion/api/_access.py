@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.api._middleware import request_header
 from bastion.api._problems import STATUS, send_problem
+from bastion.api._routes_gateway import refused_record
 from bastion.api._security import UNKNOWN_ADDRESS
 from bastion.api._services import Services
 from bastion.auth import Principal
@@ -54,9 +55,11 @@ __all__ = ["PUBLIC_ROUTES", "AccessMiddleware", "session_cookie"]
 log = logging.getLogger(__name__)
 
 #: Routes anyone may call. Everything else needs a credential and a policy decision.
-PUBLIC_ROUTES = frozenset({"livez", "session.create", "enrol.begin", "enrol.finish"})
+PUBLIC_ROUTES = frozenset(
+    {"livez", "gateway.live", "session.create", "enrol.begin", "enrol.finish"}
+)
 #: Public routes outside every rate limit (orchestrators poll liveness).
-_UNLIMITED = frozenset({"livez"})
+_UNLIMITED = frozenset({"livez", "gateway.live"})
 _SECURE_COOKIE = "__Host-bastion-session"
 _PLAIN_COOKIE = "bastion-session"
 
@@ -169,14 +172,35 @@ class AccessMiddleware:
             model = None
             if params.get("namespace") and params.get("model"):
                 model = f"{params['namespace']}/{params['model']}"
+            elif params.get("deployment"):
+                model = f"deployment:{params['deployment']}"
             state["rate_limit"] = await self._limit(principal.actor, source, route, model)
         except _OverLimit as over:
+            self._refused_inference(scope, route, params, over.error)
             await _refuse(scope, send, over.error, over.headers)
             return
         except BastionError as exc:
+            self._refused_inference(scope, route, params, exc)
             await _refuse(scope, send, exc, [])
             return
         await self._forward(scope, receive, send)
+
+    def _refused_inference(
+        self, scope: Scope, route: str | None, params: dict[str, Any], exc: BastionError
+    ) -> None:
+        """A call to a deployment refused here still counts and leaves an inference record."""
+        if route != "invoke" or self.services.gateway is None:
+            return
+        deployment = str(params.get("deployment", ""))[:64]
+        metrics = self.services.gateway.metrics
+        if isinstance(exc, RateLimitedError):
+            metrics.rate_limited(deployment)
+        metrics.rejected(deployment, exc.code)
+        if self.services.inference_records is not None and scope["method"] == "POST":
+            client = scope.get("client")
+            self.services.inference_records.record(
+                refused_record(scope, deployment, exc, client[0] if client else UNKNOWN_ADDRESS)
+            )
 
     async def _call_limiter(self, call: Callable[[], Any]) -> Any:
         if self.services.limiter.in_process:  # Redis is asked from a worker thread

@@ -18,10 +18,13 @@ from starlette.routing import BaseRoute
 from bastion import __version__
 from bastion.api._access import PUBLIC_ROUTES, AccessMiddleware
 from bastion.api._hygiene import SecurityHeadersMiddleware
+from bastion.api._inference_path import InferencePath
 from bastion.api._middleware import AuditMiddleware, BodyLimitMiddleware
 from bastion.api._problems import install_problem_handlers
 from bastion.api._routes_admin import router as admin_router
 from bastion.api._routes_catalog import router as catalog_router
+from bastion.api._routes_deployments import router as deployments_router
+from bastion.api._routes_gateway import router as gateway_router
 from bastion.api._routes_identity import router as identity_router
 from bastion.api._routes_publish import router as publish_router
 from bastion.api._security import Caller, authorize
@@ -37,11 +40,21 @@ log = logging.getLogger(__name__)
 def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tasks:
-            if services.checkpoint_seconds:
-                tasks.start_soon(_checkpoints, services, services.checkpoint_seconds)
-            yield
-            tasks.cancel_scope.cancel()
+        if services.inference_records is not None:
+            services.inference_records.start()
+        if services.gateway is not None:
+            await services.gateway.start()
+        try:
+            async with anyio.create_task_group() as tasks:
+                if services.checkpoint_seconds:
+                    tasks.start_soon(_checkpoints, services, services.checkpoint_seconds)
+                yield
+                tasks.cancel_scope.cancel()
+        finally:
+            if services.gateway is not None:
+                await services.gateway.stop()
+            if services.inference_records is not None:
+                services.inference_records.close()
 
     return lifespan
 
@@ -87,6 +100,8 @@ def create_app(services: Services) -> FastAPI:
         "publishing": publish_router,
         "administration": admin_router,
         "identity": identity_router,
+        "deployments": deployments_router,
+        "inference": gateway_router,
     }
     for tag, router in routers.items():
         app.include_router(router, tags=[tag])
@@ -94,6 +109,7 @@ def create_app(services: Services) -> FastAPI:
     routes += [r for router in routers.values() for r in router.routes]
     _check_routes(routes)
     app.add_middleware(BodyLimitMiddleware, limit=services.max_json_body)
+    app.add_middleware(InferencePath, limit=services.max_json_body)
     app.add_middleware(AccessMiddleware, services=services, routes=routes)
     app.add_middleware(AuditMiddleware, services=services)
     app.add_middleware(
@@ -115,6 +131,7 @@ _PROBLEM = {
                     "status": {"type": "integer"},
                     "detail": {"type": "string"},
                     "code": {"type": "string"},
+                    "error": {"type": "string"},
                     "instance": {"type": "string"},
                 },
             }

@@ -29,6 +29,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 _UPLOAD_PUT = re.compile(r"/api/v1/uploads/[^/]+/files/")
 #: GET routes recorded although they change nothing: pulls and audit exports.
 AUDITED_READS = frozenset({"version.pull", "audit.export"})
+#: Routes that leave an inference record instead of an audit entry (``bastion.serving``).
+RECORDED_NOT_AUDITED = frozenset({"invoke"})
 #: What the audit log refuses in its text fields: control, bidirectional and surrogate characters.
 
 
@@ -125,6 +127,10 @@ class AuditMiddleware:
             # A refused credential on a plain read is counted against its address and
             # logged, not written here: a flood of bad keys would otherwise write the audit
             # log at the flood's rate. Changes and pulls are recorded whatever the outcome.
+            # Inference is traffic, not a change: it leaves an inference record (written
+            # in batches by the gateway) rather than an audit entry, unless refused by policy.
+            if action in RECORDED_NOT_AUDITED and status != 403:
+                return False, action
             wanted = (
                 scope["method"] not in ("GET", "HEAD", "OPTIONS")
                 or action in AUDITED_READS
@@ -208,7 +214,7 @@ def _resource(scope: Scope) -> str:
         elif params.get("alias"):
             name += f":{params['alias']}"
         return name[:512]
-    for key in ("namespace", "upload_id", "key_id"):
+    for key in ("namespace", "upload_id", "key_id", "deployment"):
         if params.get(key):
             return f"{key.removesuffix('_id')}:{params[key]}"[:512]
     return str(scope.get("path", ""))[:512]

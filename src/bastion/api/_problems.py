@@ -70,6 +70,7 @@ _TITLES = {
     431: "Request header fields too large",
     422: "Unprocessable content",
     500: "Internal server error",
+    502: "Bad gateway",
     503: "Service unavailable",
     507: "Insufficient storage",
 }
@@ -84,13 +85,18 @@ def status_for(exc: errors.BastionError) -> int:
 def problem_document(
     status: int, code: str, detail: str, *, request_id: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """An RFC 9457 problem document carrying Bastion's stable ``code``."""
+    """An RFC 9457 problem document carrying Bastion's stable ``code``.
+
+    ``error`` repeats ``detail``: it is where Open Inference Protocol clients (tritonclient,
+    KServe's) look for the message.
+    """
     body: dict[str, Any] = {
         "type": f"urn:bastion:problem:{code}",
         "title": _TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
         "code": code,
+        "error": detail,
     }
     if request_id:
         body["instance"] = f"urn:bastion:request:{request_id}"

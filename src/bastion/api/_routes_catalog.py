@@ -76,8 +76,10 @@ def authorize_version(
     ref: ModelRef,
     *,
     allow_yanked: bool = False,
+    action: str | None = None,
 ) -> None:
-    """Decide the route's action on a version (or alias) with its scan verdict and yank state.
+    """Decide the route's action (or ``action``) on a version (or alias) with its scan verdict
+    and yank state.
 
     A caller the policies would not let near the version gets 403 whether or not it exists.
     Where only a guard stood in the way, the caller learns which: quarantined (422) or
@@ -86,7 +88,12 @@ def authorize_version(
     try:
         version, state, yank_reason, classification = svc.catalog.version_state(ref)
     except NotFoundError:
-        authorize(request, principal, PolicyResource.of_version(ref.namespace, ref.model, "0"))
+        authorize(
+            request,
+            principal,
+            PolicyResource.of_version(ref.namespace, ref.model, "0"),
+            action=action,
+        )
         raise
     resource = PolicyResource.of_version(
         ref.namespace,
@@ -97,12 +104,12 @@ def authorize_version(
         yanked=yank_reason is not None,
     )
     try:
-        authorize(request, principal, resource, allow_yanked=allow_yanked)
+        authorize(request, principal, resource, allow_yanked=allow_yanked, action=action)
     except PermissionDeniedError as exc:
         reasons = request.state.audit_details["policy"]["reasons"]
         if reasons == ["guard.quarantine"]:
             raise QuarantinedError(f"{resource.id} is {state} and is never served") from exc
-        if reasons == ["guard.yanked-pull"]:
+        if reasons in (["guard.yanked-pull"], ["guard.yanked-deploy"]):
             raise VersionYankedError(
                 f"{resource.id} was yanked ({yank_reason}); pass allow_yanked (--allow-yanked) "
                 "to pull it anyway"
@@ -228,7 +235,7 @@ def classify_model(
 
 
 @router.post("/models/{namespace}/{model}/versions/{version}/yank", name="version.yank")
-def yank_version(
+async def yank_version(
     namespace: str,
     model: str,
     version: str,
@@ -237,9 +244,20 @@ def yank_version(
     principal: Caller,
     svc: Svc,
 ) -> dict[str, Any]:
+    """Yank a version; deployments serving it roll back to their last good revision."""
     ref = _ref(namespace, model, version=version)
-    authorize_version(request, principal, svc, ref)
-    return svc.catalog.yank(ref, body.reason)
+
+    def yank() -> dict[str, Any]:
+        authorize_version(request, principal, svc, ref)
+        return svc.catalog.yank(ref, body.reason)
+
+    done = await run_in_threadpool(yank)
+    if svc.gateway is not None:
+        rolled = await svc.gateway.version_yanked(str(ref))
+        done["rolled_back"] = rolled
+        if rolled:
+            request.state.audit_details["rolled_back"] = rolled
+    return done
 
 
 @router.get(

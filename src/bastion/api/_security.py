@@ -80,7 +80,12 @@ def authorize(
     """Decide the route's action (or ``action``) on ``resource``; raise if denied."""
     svc = services_of(request)
     route = request.scope.get("route")
-    name = action or getattr(route, "name", None) or "request.unmatched"
+    name = (
+        action
+        or getattr(route, "name", None)
+        or request.scope.get("state", {}).get("route_name")  # answered before routing
+        or "request.unmatched"
+    )
     decision = _decide(request, svc, principal, name, resource, allow_yanked=allow_yanked)
     details = getattr(request.state, "audit_details", None)
     if details is None:

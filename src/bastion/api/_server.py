@@ -30,6 +30,11 @@ from bastion.crypto import LocalKeyring
 from bastion.db import Database, sqlite_url
 from bastion.errors import KeyringError
 from bastion.registry import Catalog, Hub, HubLimits, LocalBlobStore, Publisher
+from bastion.serving._deployment_store import DeploymentStore
+from bastion.serving._gateway import SYSTEM_ACTOR, ChangeRecorder, Gateway
+from bastion.serving._metrics import GatewayMetrics
+from bastion.serving._model_source import HubModelSource
+from bastion.serving._records import InferenceRecorder
 
 __all__ = ["bootstrap_admin", "open_services", "serve"]
 
@@ -65,9 +70,16 @@ def open_services(settings: ServerSettings, *, hasher: PasswordHasher | None = N
         checkpoint_every=settings.checkpoint_every,
         now=hub.now,
     )
+    catalog = Catalog(hub)
+    gateway = Gateway(
+        DeploymentStore(db, hub.now),
+        HubModelSource(catalog, now=hub.now),
+        GatewayMetrics(),
+        record_change=_change_recorder(audit),
+    )
     return Services(
         hub=hub,
-        catalog=Catalog(hub),
+        catalog=catalog,
         publisher=publisher,
         api_keys=ApiKeyStore(db),
         users=UserStore(db, hasher=hasher or PasswordHasher(), keys=keyring),
@@ -81,7 +93,26 @@ def open_services(settings: ServerSettings, *, hasher: PasswordHasher | None = N
         checkpoint_seconds=settings.checkpoint_seconds,
         hsts=not settings.insecure_http,
         cors_origins=access.cors_origins,
+        gateway=gateway,
+        inference_records=InferenceRecorder(data / "inference"),
     )
+
+
+def _change_recorder(audit: AuditLog) -> ChangeRecorder:
+    """Audit entries for the changes the gateway makes on its own (rollbacks on yank or error)."""
+
+    def record(action: str, resource: str, details: dict[str, Any]) -> None:
+        audit.record(
+            actor=SYSTEM_ACTOR,
+            action=action,
+            resource=resource,
+            outcome="allowed",
+            source="local",
+            request_id="gateway",
+            details=details,
+        )
+
+    return record
 
 
 def bootstrap_admin(services: Services, token_file: Path | None) -> str | None:

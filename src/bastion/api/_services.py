@@ -16,6 +16,8 @@ from bastion.registry import Catalog, Hub, Publisher
 
 if TYPE_CHECKING:
     from bastion.auth._mtls import ClientCertificates
+    from bastion.serving._gateway import Gateway
+    from bastion.serving._records import InferenceRecorder
 
 __all__ = ["AuditRecorder", "Services", "services", "services_of"]
 
@@ -60,6 +62,10 @@ class Services:
     hsts: bool = False
     #: Browser origins allowed to call the API (CORS); empty: none.
     cors_origins: tuple[str, ...] = ()
+    #: The inference gateway (``/v2/...``); None: this server serves no models.
+    gateway: Gateway | None = None
+    #: Where every inference call is recorded, in batches; None: not recorded.
+    inference_records: InferenceRecorder | None = None
 
 
 async def services(request: Request) -> Services:

@@ -67,7 +67,7 @@ _KNOWN_IDS_EVERY = 1.0
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
     "publisher": ("consume", "publish", "version.push"),
-    "deployer": ("browse", "deploy"),
+    "deployer": ("browse", "deploy", "deployment.manage"),
     "consumer": ("consume",),
     "invoker": ("invoke",),
     "auditor": ("audit",),

@@ -60,7 +60,10 @@ _MAX_WINDOW: Final = 366 * 86_400
 _MAX_ENTRIES: Final = 256
 _PART = re.compile(r"\s*([0-9]{1,10})\s*(?:/|per)\s*([0-9]{1,7})?\s*([A-Za-z]{1,12})\s*", re.I)
 _ROUTE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: ``ns/model`` for the hub's routes, ``deployment:NAME`` for the gateway's.
+_MODEL = re.compile(
+    r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,127}/|deployment:)[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+)
 _ALL = "*"
 _LIMIT_HINT = 'write e.g. "10/minute", "100 per hour" or "5/second;100/minute"'
 

@@ -44,6 +44,10 @@ COMMANDS = {
     "tokens": "tokens",
     "audit": "audit",
     "policy": "policy",
+    "deploy": "deploy",
+    "rollout": "rollout",
+    "deployments": "rollout",
+    "records": "rollout",
 }
 
 EXIT_INTERRUPTED = 130

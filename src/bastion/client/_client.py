@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from bastion.client._gateway import GatewayMixin
 from bastion.client._http import HubSession
 from bastion.client._identity import IdentityMixin
 from bastion.client._login import resolve_login
@@ -21,7 +22,7 @@ from bastion.signing import PrivateKey, TrustPolicy
 __all__ = ["Client"]
 
 
-class Client(IdentityMixin):
+class Client(IdentityMixin, GatewayMixin):
     """A client of one hub. ``url``, ``token`` and ``ca`` default to ``BASTION_URL``,
     ``BASTION_TOKEN``, ``BASTION_CA``, then to what ``bastion login`` saved."""
 

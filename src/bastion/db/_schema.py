@@ -30,6 +30,8 @@ __all__ = [
     "AuditEntryRow",
     "AuditHead",
     "Base",
+    "DeploymentRevision",
+    "DeploymentRow",
     "FileRow",
     "LoginThrottle",
     "ModelAlias",
@@ -286,3 +288,48 @@ class PolicyVersion(Base):
     applied_at: Mapped[datetime]
     applied_by: Mapped[str] = mapped_column(String(256))
     comment: Mapped[str] = mapped_column(String(1000))
+
+
+class DeploymentRow(Base):
+    """A deployment of the inference gateway: what it serves (the routing plan) and how.
+
+    ``revision`` grows with every change; every revision is kept in ``deployment_revisions``
+    so that a rollback can return to the last one that served only good versions.
+    """
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    namespace: Mapped[str] = mapped_column(String(64))
+    #: JSON: the routing plan (``bastion.serving._routing.RoutePlan``); ``{}`` for upstream.
+    plan: Mapped[str] = mapped_column(Text)
+    #: JSON: output policy tiers, value ranges, limits, rollout thresholds, upstream server.
+    config: Mapped[str] = mapped_column(Text)
+    revision: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(256))
+
+
+class DeploymentRevision(Base):
+    """One state a deployment had, and why it changed to it."""
+
+    __tablename__ = "deployment_revisions"
+    __table_args__ = (
+        UniqueConstraint(
+            "deployment_id", "revision", name="uq_deployment_revisions_deployment_revision"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    plan: Mapped[str] = mapped_column(Text)
+    config: Mapped[str] = mapped_column(Text)
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[str] = mapped_column(String(256))
+    #: what changed: deploy, canary, shadow, promote, rollback, auto-rollback, yank-rollback...
+    change: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(1000))

@@ -94,12 +94,10 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((value for key, value in headers.items() if key.lower() == wanted), None)
 
 
-def _check_content_type(content_type: str | None) -> str:
+def _check_content_type(content_type: str | None, header_length: str | None) -> str:
     if content_type is None:
-        raise UnsupportedMediaTypeError(
-            f"no content type; send {JSON_CONTENT_TYPE} or, with {HEADER_LENGTH_HEADER}, "
-            f"{BINARY_CONTENT_TYPE}"
-        )
+        # Triton's own clients declare no type: the binary extension's header tells which.
+        return JSON_CONTENT_TYPE if header_length is None else BINARY_CONTENT_TYPE
     media, *parameters = (part.strip() for part in content_type.split(";"))
     media = media.lower()
     extras = [parameter for parameter in parameters if parameter]
@@ -132,8 +130,8 @@ def _split_body(
             f"the request body is {len(body)} bytes; the limit is {limits.max_body_bytes} "
             "bytes: send fewer or smaller inputs"
         )
-    media = _check_content_type(content_type)
     header_length = _header(headers, HEADER_LENGTH_HEADER)
+    media = _check_content_type(content_type, header_length)
     if header_length is None:
         if media == BINARY_CONTENT_TYPE:
             raise InputError(

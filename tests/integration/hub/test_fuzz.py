@@ -55,6 +55,7 @@ CONTENT_TYPES = (
     "application/problem+json",
     "application/octet-stream",
     "application/x-ndjson",
+    "text/plain",  # Prometheus metrics
 )
 _TOKEN = re.compile(r"bst_[A-Za-z0-9_-]+")
 
@@ -195,7 +196,7 @@ def _refused_unless_public(case: AnyCase, response: Response) -> str | None:
     The conftest hub's rate limits are far above what this run sends, so a 429 is a failure.
     """
     if _is_public(case):
-        if case.operation.path != "/livez" and response.status_code < 300:
+        if case.operation.path not in ("/livez", "/v2/health/live") and response.status_code < 300:
             return "a public route let generated credentials in"
         return None
     if response.status_code != 401:

@@ -70,7 +70,7 @@ def test_the_hub_runs_on_postgresql(pg_hub: RunningHub) -> None:
     assert not (pg_hub.data_dir / "hub.sqlite").exists()
     with db.engine.connect() as connection:
         revisions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-    assert [r[0] for r in revisions] == ["0002"]
+    assert [r[0] for r in revisions] == ["0003"]
 
 
 def test_push_and_pull_round_trip(

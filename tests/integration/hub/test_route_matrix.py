@@ -22,6 +22,7 @@ from bastion.auth import ACTIONS, POLICY_ROLES
 from bastion.client import Client
 from tests.integration.hub.conftest import RunningHub, bearer, sign_beside
 from tests.integration.hub.test_access import PUBLIC, _operations
+from tests.support.models import write_onnx_model
 from tests.unit.auth.test_policy import EXPECTED
 
 _ROLE = {"namespace": "med", "role": "consumer"}
@@ -143,12 +144,54 @@ REQUESTS: dict[tuple[str, str], tuple[str, str, Any]] = {
         "/api/v1/policies",
         {"files": [{"name": "broken.cedar", "text": "permit (principal"}]},
     ),
+    # The gateway: med/cancer@1.0.0 (ONNX) is deployed as "cancer".
+    ("GET", "/v2"): ("gateway.status", "/v2", None),
+    ("GET", "/v2/health/ready"): ("gateway.status", "/v2/health/ready", None),
+    ("GET", "/v2/models/{deployment}"): ("invoke", "/v2/models/cancer", None),
+    ("GET", "/v2/models/{deployment}/ready"): ("invoke", "/v2/models/cancer/ready", None),
+    ("POST", "/v2/models/{deployment}/infer"): (
+        "invoke",
+        "/v2/models/cancer/infer",
+        {"inputs": [{"name": "X", "shape": [1, 30], "datatype": "FP32", "data": [0.5] * 30}]},
+    ),
+    ("GET", "/metrics"): ("gateway.metrics", "/metrics", None),
+    ("GET", "/api/v1/deployments"): ("deployment.list", "/api/v1/deployments", None),
+    ("GET", "/api/v1/deployments/{deployment}"): (
+        "deployment.show",
+        "/api/v1/deployments/cancer",
+        None,
+    ),
+    ("POST", "/api/v1/deployments"): (
+        "deploy",
+        "/api/v1/deployments",
+        {"name": "other", "versions": ["med/cancer@9.9.9"]},
+    ),
+    ("POST", "/api/v1/deployments/{deployment}/promote"): (
+        "deployment.manage",
+        "/api/v1/deployments/cancer/promote",
+        None,
+    ),
+    ("POST", "/api/v1/deployments/{deployment}/rollback"): (
+        "deployment.manage",
+        "/api/v1/deployments/cancer/rollback",
+        {"reason": "matrix"},
+    ),
+    ("DELETE", "/api/v1/deployments/{deployment}"): (
+        "deployment.manage",
+        "/api/v1/deployments/nosuch",
+        None,
+    ),
+    ("GET", "/api/v1/inference-records"): (
+        "inference.records",
+        "/api/v1/inference-records",
+        None,
+    ),
 }
 
 
 #: Lists that span namespaces: a decision per namespace filters them, so a caller allowed
 #: nowhere gets an empty list, not a refusal.
-FILTERED = {"model.list"}
+FILTERED = {"model.list", "deployment.list"}
 
 
 def _normalise(template: str) -> str:
@@ -164,10 +207,18 @@ def test_every_route_is_in_the_matrix(hub: RunningHub) -> None:
 
 @pytest.fixture
 def published(
-    hub: RunningHub, admin: Client, med: str, safe_model: Path, signing_key: bastion.PrivateKey
+    hub: RunningHub,
+    admin: Client,
+    med: str,
+    safe_model: Path,
+    signing_key: bastion.PrivateKey,
+    tmp_path: Path,
 ) -> str:
-    """Publish med/xray@1.0.0 and open an upload of 2.0.0; the upload's id."""
+    """Publish med/xray@1.0.0 and open an upload of 2.0.0; the upload's id. Also publish
+    med/cancer@1.0.0 (ONNX) and deploy it as "cancer"."""
     admin.push(safe_model, "med/xray@1.0.0", key=signing_key)
+    admin.push(write_onnx_model(tmp_path / "cancer"), "med/cancer@1.0.0", key=signing_key)
+    admin.deploy("med/cancer@1.0.0", name="cancer")
     signed = sign_beside(safe_model, signing_key)
     with httpx.Client(base_url=hub.url, headers=bearer(hub.admin_token)) as h:
         response = h.post("/api/v1/models/med/xray/versions", json=signed.start_body("2.0.0"))
@@ -254,4 +305,5 @@ def test_a_policy_can_keep_restricted_models_to_an_address_range(
         refused = client.get(pull)
         assert refused.status_code == 403
         assert client.get("/api/v1/models/med/xray/versions/1.0.0").status_code == 200
-    assert [m["classification"] for m in admin.models()] == ["restricted"]
+    classes = {m["name"]: m["classification"] for m in admin.models()}
+    assert classes == {"med/cancer": "internal", "med/xray": "restricted"}

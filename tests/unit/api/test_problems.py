@@ -36,6 +36,7 @@ def test_the_table_only_names_statuses_that_exist() -> None:
         422,
         429,
         500,
+        502,
         503,
         507,
     }

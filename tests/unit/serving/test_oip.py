@@ -296,13 +296,25 @@ def test_an_oversized_body_is_refused_before_anything_else() -> None:
 
 @pytest.mark.parametrize(
     "content_type",
-    [None, "text/plain", "application/json; charset=latin-1", "application/xml",
+    ["text/plain", "application/json; charset=latin-1", "application/xml",
      "application/octet-stream; x=1", "multipart/form-data", ""],
 )  # fmt: skip
-def test_content_types_other_than_json_or_binary_are_415(content_type: str | None) -> None:
+def test_content_types_other_than_json_or_binary_are_415(content_type: str) -> None:
     error = refused(doc(iris_input()), content_type)
     assert isinstance(error, UnsupportedMediaTypeError)
     assert error.code == "unsupported_media_type"
+
+
+def test_no_content_type_reads_json_or_with_the_binary_header_binary() -> None:
+    """Triton's clients declare no content type; the binary extension's header tells which."""
+    as_json = parse_infer_request(doc(iris_input()), None, {}, IRIS, LIMITS)
+    assert as_json.inputs["x"].shape == (2, 4)
+    rows = np.arange(8, dtype="<f4").reshape(2, 4)
+    sized = {"name": "x", "shape": [2, 4], "datatype": "FP32",
+             "parameters": {"binary_data_size": rows.nbytes}}  # fmt: skip
+    body, headers = binary_body({"inputs": [sized]}, rows.tobytes())
+    as_binary = parse_infer_request(body, None, headers, IRIS, LIMITS)
+    np.testing.assert_array_equal(as_binary.inputs["x"], rows)
 
 
 @pytest.mark.parametrize(

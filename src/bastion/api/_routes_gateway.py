@@ -1,0 +1,192 @@
+"""The inference gateway's Open Inference Protocol (KServe v2) routes and its metrics.
+
+Every call to a deployment is authorised (``invoke``), validated and answered by
+:mod:`bastion.serving`; each one, served or refused, leaves an inference record and
+metrics instead of an audit entry (the audit log keeps changes, not traffic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.types import Scope
+
+from bastion import __version__
+from bastion._names import is_name
+from bastion.api._problems import status_for
+from bastion.api._security import Caller, authorize
+from bastion.api._services import Services, services_of
+from bastion.auth import PolicyResource, Principal
+from bastion.auth._policy_schema import ALL_NAMESPACES
+from bastion.errors import BastionError, ModelUnavailableError, NotFoundError
+from bastion.serving._gateway import Gateway
+from bastion.serving._live import Answer, LiveDeployment
+from bastion.serving._records import InferenceRecord, summarise_outputs
+
+__all__ = [
+    "call_deployment",
+    "gateway_of",
+    "refused_record",
+    "router",
+    "served_deployment",
+]
+
+router = APIRouter()
+_HUB = PolicyResource.hub()
+#: The OIP extensions the gateway speaks.
+_EXTENSIONS = ["binary_tensor_data"]
+
+
+def gateway_of(svc: Services) -> Gateway:
+    if svc.gateway is None:
+        raise ModelUnavailableError("this server runs no inference gateway")
+    return svc.gateway
+
+
+def served_deployment(request: Request, principal: Principal, name: str) -> LiveDeployment:
+    """The deployment called ``name``, once the route's action on it is allowed.
+
+    A caller the policies would not allow on a deployment of that name in every namespace
+    gets 403 whether or not it exists, so names cannot be probed.
+    """
+    live = gateway_of(services_of(request)).live.get(name)
+    if live is None:
+        if is_name(name):
+            authorize(request, principal, PolicyResource.deployment(ALL_NAMESPACES, name))
+        raise NotFoundError(f"no deployment {name[:64]!r} is served here")
+    authorize(request, principal, live.resource)
+    return live
+
+
+@router.get("/v2/health/live", name="gateway.live")
+async def live() -> dict[str, Any]:
+    return {"live": True}
+
+
+@router.get("/v2/health/ready", name="gateway.status")
+async def ready(request: Request, principal: Caller) -> dict[str, Any]:
+    authorize(request, principal, _HUB)
+    return {"ready": services_of(request).gateway is not None}
+
+
+@router.get("/v2", name="gateway.status")
+async def server_metadata(request: Request, principal: Caller) -> dict[str, Any]:
+    authorize(request, principal, _HUB)
+    return {"name": "bastion", "version": __version__, "extensions": _EXTENSIONS}
+
+
+@router.get("/v2/models/{deployment}", name="invoke")
+async def model_metadata(deployment: str, request: Request, principal: Caller) -> dict[str, Any]:
+    served = served_deployment(request, principal, deployment)
+    return served.metadata(served.tier_of(principal.groups))
+
+
+@router.get("/v2/models/{deployment}/ready", name="invoke")
+async def model_ready(deployment: str, request: Request, principal: Caller) -> dict[str, Any]:
+    served = served_deployment(request, principal, deployment)
+    return {"name": deployment, "ready": served.ready()}
+
+
+@router.post("/v2/models/{deployment}/infer", name="invoke")
+async def infer(deployment: str, request: Request, principal: Caller) -> Response:
+    """An inference (the access layer's fast path usually answers it before routing)."""
+    body = await request.body()
+    answer = await call_deployment(request, principal, deployment, body, request.headers)
+    return Response(answer.body, headers=answer.headers)
+
+
+async def call_deployment(
+    request: Request,
+    principal: Principal,
+    deployment: str,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> Answer:
+    """Authorise, run and account for one inference call; refusals are counted and recorded."""
+    started = time.perf_counter()
+    svc = services_of(request)
+    gateway = gateway_of(svc)
+    try:
+        served = served_deployment(request, principal, deployment)
+        answer = await served.infer(
+            principal.actor,
+            served.tier_of(principal.groups),
+            body,
+            headers.get("content-type"),
+            headers,
+        )
+    except BastionError as exc:
+        gateway.metrics.rejected(deployment, exc.code)
+        _record(svc, request, principal, deployment, body, started, exc=exc)
+        raise
+    gateway.metrics.served(deployment, answer.version, time.perf_counter() - started, 200)
+    _record(svc, request, principal, deployment, body, started, answer=answer)
+    return answer
+
+
+def _record(
+    svc: Services,
+    request: Request,
+    principal: Principal,
+    deployment: str,
+    body: bytes,
+    started: float,
+    *,
+    answer: Answer | None = None,
+    exc: BastionError | None = None,
+) -> None:
+    if svc.inference_records is None:
+        return
+    svc.inference_records.record(
+        InferenceRecord(
+            time=time.time(),
+            request_id=request.state.request_id,
+            principal=principal.actor,
+            deployment=deployment,
+            version=answer.version if answer is not None else "",
+            input_digest="sha256:" + hashlib.sha256(body).hexdigest(),
+            status=200 if exc is None else status_for(exc),
+            outcome="ok" if exc is None else exc.code,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            output=summarise_outputs(answer.outputs) if answer is not None else None,
+            arm=answer.arm if answer is not None else "stable",
+        )
+    )
+
+
+def refused_record(
+    scope: Scope, deployment: str, exc: BastionError, source: str
+) -> InferenceRecord:
+    """The record of a call refused before its body was read (no credential, over a limit)."""
+    state = scope.get("state", {})
+    principal: Principal | None = state.get("principal")
+    return InferenceRecord(
+        time=time.time(),
+        request_id=str(state.get("request_id", "")),
+        principal=principal.actor if principal is not None else f"anonymous@{source}",
+        deployment=deployment,
+        version="",
+        input_digest="",
+        status=status_for(exc),
+        outcome=exc.code,
+        latency_ms=0.0,
+        output=None,
+    )
+
+
+@router.get(
+    "/metrics",
+    name="gateway.metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def metrics(request: Request, principal: Caller) -> Response:
+    authorize(request, principal, _HUB)
+    gateway = gateway_of(services_of(request))
+    body, content_type = gateway.metrics.render()
+    return Response(body, media_type=content_type)
