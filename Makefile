@@ -41,6 +41,7 @@ bench: $(STAMP) $(MLSERVER_STAMP)
 	$(BIN)/python benchmarks/scanning.py
 	$(BIN)/python benchmarks/hub.py
 	$(BIN)/python benchmarks/auth.py
+	$(BIN)/python benchmarks/gateway.py
 
 clean:
 	rm -rf $(VENV) .venv-mlserver .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -60,6 +60,8 @@ PUBLIC_ROUTES = frozenset(
 )
 #: Public routes outside every rate limit (orchestrators poll liveness).
 _UNLIMITED = frozenset({"livez", "gateway.live"})
+#: Requests (method and path) whose route the access layer remembers.
+_MATCH_CACHE = 4096
 _SECURE_COOKIE = "__Host-bastion-session"
 _PLAIN_COOKIE = "bastion-session"
 
@@ -125,16 +127,34 @@ class AccessMiddleware:
         self.services = services
         self.routes = routes
         self._oidc_cache = _OidcCache()
+        self._matches: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = {}
 
     def _match(self, scope: Scope) -> tuple[str | None, dict[str, Any]]:
-        partial: tuple[str | None, dict[str, Any]] | None = None
+        """The route a request goes to (by name) and its path parameters.
+
+        Full matches are remembered per method and path (a bounded cache): the linear scan
+        over every route's pattern costs more than a served inference's validation.
+        """
+        key = (scope["method"], scope["path"])
+        known = self._matches.get(key)
+        if known is not None:
+            return known[0], dict(known[1])
+        name, params, full = self._scan(scope)
+        if name is not None and full:
+            if len(self._matches) >= _MATCH_CACHE:
+                self._matches.pop(next(iter(self._matches)))
+            self._matches[key] = (name, params)
+        return name, params
+
+    def _scan(self, scope: Scope) -> tuple[str | None, dict[str, Any], bool]:
+        partial: tuple[str | None, dict[str, Any], bool] | None = None
         for route in self.routes:
             match, child = route.matches(scope)
             if match == Match.FULL:
-                return getattr(route, "name", None), child.get("path_params", {})
+                return getattr(route, "name", None), child.get("path_params", {}), True
             if match == Match.PARTIAL and partial is None:
-                partial = (getattr(route, "name", None), child.get("path_params", {}))
-        return partial if partial is not None else (None, {})
+                partial = (getattr(route, "name", None), child.get("path_params", {}), False)
+        return partial if partial is not None else (None, {}, False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

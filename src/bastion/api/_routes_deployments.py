@@ -25,6 +25,7 @@ from bastion.serving._deployment_config import DeploymentConfig, UpstreamTarget
 from bastion.serving._deployment_store import check_deployment_name
 from bastion.serving._live import LiveDeployment
 from bastion.serving._records import read_records
+from bastion.serving._rollout_guard import RolloutThresholds
 from bastion.serving._routing import RoutePlan
 
 __all__ = ["router"]
@@ -51,6 +52,9 @@ class DeployBody(BaseModel):
     )
     value_ranges: dict[str, tuple[float, float]] | None = None
     max_batch: int | None = Field(default=None, ge=1, le=1 << 20)
+    rollout: dict[str, Any] | None = Field(
+        default=None, description="automatic rollback thresholds (docs/gateway.md)"
+    )
     upstream: str | None = Field(default=None, max_length=512, description="an OIP server URL")
     upstream_model: str | None = Field(default=None, max_length=128)
     namespace: str | None = Field(
@@ -73,6 +77,8 @@ def _config(body: DeployBody, base: DeploymentConfig | None) -> DeploymentConfig
         data["value_ranges"] = {k: list(v) for k, v in body.value_ranges.items()}
     if body.max_batch is not None:
         data["max_batch"] = body.max_batch
+    if body.rollout is not None:  # fields not given keep their defaults
+        data["rollout"] = {**RolloutThresholds().to_dict(), **body.rollout}
     if body.upstream is not None:
         if not body.upstream_model:
             raise InputError("an upstream deployment needs upstream_model (--upstream-model)")

@@ -42,6 +42,7 @@ class GatewayMixin:
         output: Mapping[str, str] | str | None = None,
         value_ranges: Mapping[str, tuple[float, float]] | None = None,
         max_batch: int | None = None,
+        rollout: Mapping[str, Any] | None = None,
         upstream: str | None = None,
         upstream_model: str | None = None,
         namespace: str | None = None,
@@ -52,6 +53,8 @@ class GatewayMixin:
         ``ensemble`` ("vote" or "mean") or ``switch`` ("random" or "weighted" with
         ``weights``). ``canary`` (percent of callers) or ``shadow`` adds a candidate to an
         existing deployment. ``output`` is a policy ("top-k=3,round=2") or one per tier.
+        ``rollout`` sets the automatic rollback thresholds (``window_seconds``,
+        ``min_requests``, ``max_error_rate``, ``max_p99_seconds``, ``max_p99_ratio``).
         ``upstream`` (with ``upstream_model`` and ``namespace``) fronts an OIP server.
         """
         versions = [refs] if isinstance(refs, str) else list(refs)
@@ -70,6 +73,8 @@ class GatewayMixin:
             body["value_ranges"] = {k: list(v) for k, v in value_ranges.items()}
         if max_batch is not None:
             body["max_batch"] = max_batch
+        if rollout is not None:
+            body["rollout"] = dict(rollout)
         if upstream is not None:
             body.update(upstream=upstream, upstream_model=upstream_model, namespace=namespace)
         result: dict[str, Any] = self._session.json("POST", "/api/v1/deployments", json=body)

@@ -212,14 +212,16 @@ class Gateway:
                 change="yank-rollback", reason=why, expect_revision=record.revision,
             )  # fmt: skip
             self.metrics.rollback(record.name, "yank")
-            self._changed(record.name, "deployment.rollback", {"reason": why, "cause": "yank"})
+            await self._changed(
+                record.name, "deployment.rollback", {"reason": why, "cause": "yank"}
+            )
         except BastionError as exc:
             live = self.live.get(record.name)
             if live is not None:
                 live.down = exc.message
                 await self._shut(live, keep=())
             log.error("deployment %s is down: %s", record.name, exc.message)
-            self._changed(record.name, "deployment.down", {"reason": exc.message})
+            await self._changed(record.name, "deployment.down", {"reason": exc.message})
 
     def _servable_now(self, refs: Iterable[str]) -> bool:
         try:
@@ -310,11 +312,12 @@ class Gateway:
         for ref in live.workers:
             self.metrics.set_workers_up(live.name, ref.rpartition("@")[2], True)
 
-    def _changed(self, name: str, action: str, details: dict[str, Any]) -> None:
-        if self._record_change is None:
+    async def _changed(self, name: str, action: str, details: dict[str, Any]) -> None:
+        record = self._record_change
+        if record is None:
             return
         try:
-            self._record_change(action, f"deployment:{name}", details)
+            await anyio.to_thread.run_sync(record, action, f"deployment:{name}", details)
         except Exception:
             log.exception("could not record the change of deployment %s in the audit log", name)
 
@@ -330,7 +333,7 @@ class Gateway:
                     await self.rollback(
                         live.name, actor=SYSTEM_ACTOR, reason=verdict, change="auto-rollback"
                     )
-                    self._changed(
+                    await self._changed(
                         live.name, "deployment.rollback", {"reason": verdict, "cause": "auto"}
                     )
                     log.warning("rolled %s back automatically: %s", live.name, verdict)

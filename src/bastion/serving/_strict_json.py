@@ -79,8 +79,9 @@ def load_strict_json(document: bytes, *, max_depth: int) -> object:
         raise InputError(
             f"malformed JSON: not valid UTF-8 at byte {exc.start}; send UTF-8 JSON"
         ) from exc
-    depth = nesting_depth(document)
-    if depth > max_depth:
+    # Fewer brackets than the limit cannot nest past it (most requests): skip the scan.
+    brackets = document.count(b"[") + document.count(b"{")
+    if brackets > max_depth and nesting_depth(document) > max_depth:
         raise InputError(
             f"JSON nests more than {max_depth} levels deep; flatten the request "
             "(send tensor data as a flat list)"

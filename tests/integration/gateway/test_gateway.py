@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import bastion
 from bastion.errors import ConflictError, InputError, QuarantinedError, VersionYankedError
 from tests.integration.gateway.conftest import Published
 from tests.integration.hub.conftest import assert_problem, bearer
@@ -340,3 +341,32 @@ def test_metrics_and_inference_records(published: Published, lr: str) -> None:
         "max": pytest.approx(mine["output"]["probabilities"]["max"]),
         "argmax": mine["output"]["label"]["values"],
     }
+
+
+def test_a_worker_reload_verifies_the_model_again(published: Published) -> None:
+    """Verification runs before every load: a restart under a trust policy that no longer
+    trusts the signer stays down (503) until the policy trusts it again."""
+    admin = published.admin
+    admin.deploy("med/lr2@1.0.0", name="reverified")
+    rows = breast_cancer()[0][:1]
+    stranger = bastion.generate_key("ed25519")
+    admin.set_trust("med", bastion.TrustPolicy.for_keys([stranger.public_key]))
+    try:
+        pid = admin.deployment("reverified")["workers"]["med/lr2@1.0.0"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        with httpx.Client(base_url=published.hub.url, headers=bearer(published.invoker)) as http:
+            for _ in range(5):
+                response = http.post("/v2/models/reverified/infer", json=_request(rows))
+                assert_problem(response, 503, "model_unavailable")
+                time.sleep(0.2)
+    finally:
+        admin.set_trust("med", bastion.TrustPolicy.for_keys([published.key.public_key]))
+    with httpx.Client(base_url=published.hub.url, headers=bearer(published.invoker)) as http:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            response = http.post("/v2/models/reverified/infer", json=_request(rows))
+            if response.status_code == 200:
+                break
+            time.sleep(0.2)
+    assert response.status_code == 200
+    admin.undeploy("reverified")
