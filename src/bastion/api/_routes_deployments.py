@@ -24,7 +24,7 @@ from bastion.registry._names import check_name
 from bastion.serving._deployment_config import DeploymentConfig, UpstreamTarget
 from bastion.serving._deployment_store import check_deployment_name
 from bastion.serving._live import LiveDeployment
-from bastion.serving._records import read_records
+from bastion.serving._records_reader import read_records
 from bastion.serving._rollout_guard import RolloutThresholds
 from bastion.serving._routing import RoutePlan
 

@@ -26,7 +26,8 @@ from bastion.auth._policy_schema import ALL_NAMESPACES
 from bastion.errors import BastionError, ModelUnavailableError, NotFoundError
 from bastion.serving._gateway import Gateway
 from bastion.serving._live import Answer, LiveDeployment
-from bastion.serving._records import InferenceRecord, summarise_outputs
+from bastion.serving._record_summary import summarise_outputs
+from bastion.serving._records import InferenceRecord
 
 __all__ = [
     "call_deployment",

@@ -36,7 +36,8 @@ from bastion.serving._routing import RoutePlan
 from bastion.serving._runtimes import RuntimeKind
 from bastion.serving._tensors import ModelSignature
 from bastion.serving._upstream import UpstreamClient
-from bastion.serving._worker import WorkerLimits, WorkerSupervisor
+from bastion.serving._worker import WorkerLimits
+from bastion.serving._worker_supervisor import WorkerSupervisor
 
 __all__ = ["SYSTEM_ACTOR", "ChangeRecorder", "Gateway", "GatewaySettings"]
 

@@ -29,7 +29,7 @@ from bastion.serving._rollout_guard import RolloutGuard
 from bastion.serving._routing import Choice, DeploymentRouter
 from bastion.serving._tensors import ModelSignature
 from bastion.serving._upstream import UpstreamClient
-from bastion.serving._worker import WorkerSupervisor
+from bastion.serving._worker_supervisor import WorkerSupervisor
 
 __all__ = ["Answer", "LiveDeployment", "version_label"]
 

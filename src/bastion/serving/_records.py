@@ -10,7 +10,6 @@ object with ``"type": "bastion.inference"`` and ``"format": 1``: what SIEM agent
 
 from __future__ import annotations
 
-import calendar
 import errno
 import json
 import logging
@@ -20,24 +19,21 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
 
 import numpy as np
 
 from bastion.errors import (
     BastionError,
-    InputError,
     InternalError,
-    PathNotFoundError,
     StorageFullError,
     UsageError,
 )
 
-__all__ = ["InferenceRecord", "InferenceRecorder", "read_records", "summarise_outputs"]
+__all__ = ["MAX_LINE", "RECORD_FORMAT", "RECORD_TYPE", "InferenceRecord", "InferenceRecorder"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,88 +72,6 @@ class InferenceRecord:
 
 
 # -- output summaries ----------------------------------------------------------------------------
-
-
-def summarise_outputs(outputs: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, object]:
-    """A small, bounded description of each output: datatype, shape and a few values.
-
-    Integer, bool and BYTES outputs show their first values (BYTES decoded as UTF-8 with
-    replacement and cut short); float outputs show min and max and the argmax of each of the
-    first rows (the first values when they have no second dimension). Never the full tensor.
-    """
-    summary: dict[str, object] = {}
-    for name, value in list(outputs.items())[:SUMMARY_OUTPUTS]:
-        summary[name] = _summarise(np.asarray(value))
-    return summary
-
-
-def _datatype(dtype: np.dtype[Any]) -> str:
-    kind, bits = dtype.kind, dtype.itemsize * 8
-    if kind in "iu":
-        return f"{'U' if kind == 'u' else ''}INT{bits}"
-    if kind == "f":
-        return f"FP{bits}"
-    return {"b": "BOOL", "O": "BYTES", "S": "BYTES", "U": "BYTES"}.get(kind, str(dtype))
-
-
-def _summarise(array: np.ndarray[Any, Any]) -> dict[str, object]:
-    kind = array.dtype.kind
-    entry: dict[str, object] = {"datatype": _datatype(array.dtype), "shape": list(array.shape)}
-    if kind == "f":
-        if array.size:
-            _summarise_floats(array, entry)
-    elif kind in "biu":
-        entry["values"] = array.flat[:SUMMARY_VALUES].tolist()
-    elif kind in "OSU":
-        entry["values"] = [_text(value) for value in array.flat[:SUMMARY_VALUES].tolist()]
-    return entry
-
-
-def _summarise_floats(array: np.ndarray[Any, Any], entry: dict[str, object]) -> None:
-    """Min, max and per-row argmax (or first values); in Python when that is quicker."""
-    rows = array.shape[0] if array.ndim >= 2 else 0
-    argmax: list[int] = []
-    if array.size <= SMALL_FLOAT_OUTPUT:  # numpy's per-call overhead dominates here
-        flat: list[float] = array.ravel().tolist()
-        total = sum(flat)
-        nan = total != total and any(value != value for value in flat)
-        low, high = (math.nan, math.nan) if nan else (min(flat), max(flat))
-        width = len(flat) // rows if rows else 0
-        for row in range(min(rows, SUMMARY_VALUES)):
-            argmax.append(_first_max(flat[row * width : (row + 1) * width], nan))
-    else:
-        low, high = array.min(), array.max()
-        if rows:
-            first = array[:SUMMARY_VALUES]
-            argmax = first.reshape(len(first), -1).argmax(axis=1).tolist()
-    entry["min"], entry["max"] = _number(low), _number(high)
-    if rows:
-        entry["argmax"] = argmax
-    else:
-        entry["values"] = [_number(value) for value in array.flat[:SUMMARY_VALUES].tolist()]
-
-
-def _first_max(row: list[float], nan: bool) -> int:
-    """The index numpy's argmax gives: the first NaN, else the first largest value."""
-    if nan:
-        for index, value in enumerate(row):
-            if value != value:
-                return index
-    return row.index(max(row))
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        value = value[: SUMMARY_TEXT_LENGTH * 4].decode("utf-8", errors="replace")
-    return str(value)[:SUMMARY_TEXT_LENGTH]
-
-
-def _number(value: object) -> float | str:
-    number = float(value)  # type: ignore[arg-type]
-    return number if math.isfinite(number) else str(number)  # "nan", "inf": strict JSON
-
-
-# -- writing -------------------------------------------------------------------------------------
 
 
 def _file_name(day: int) -> str:
@@ -412,93 +326,3 @@ class InferenceRecorder:
 
 
 # -- reading -------------------------------------------------------------------------------------
-
-
-def read_records(
-    directory: Path,
-    *,
-    since: float | None = None,
-    until: float | None = None,
-    deployment: str | None = None,
-) -> Iterator[dict[str, object]]:
-    """The records in ``directory``, oldest day first, with ``since <= ts < until``.
-
-    A torn last line (a write cut short) is skipped with a warning; any other line that is
-    not a format-1 inference record raises InputError naming the file and line.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise PathNotFoundError(
-            f"no inference records folder at {directory}; give the server's records folder"
-        )
-    try:
-        names = sorted(entry.name for entry in os.scandir(directory))
-    except OSError as exc:
-        raise InputError(f"cannot list {directory}: {exc.strerror or exc}") from exc
-    paths = []
-    for name in names:
-        match = _FILE_NAME.match(name)
-        if match is None:
-            continue
-        try:
-            start = calendar.timegm((*map(int, match.groups()), 0, 0, 0))
-        except ValueError:  # a name like records-2024-13-45.jsonl is not ours
-            continue
-        if (since is None or start + _DAY > since) and (until is None or start < until):
-            paths.append(directory / name)
-    return _iterate(paths, since, until, deployment)
-
-
-def _iterate(
-    paths: list[Path], since: float | None, until: float | None, deployment: str | None
-) -> Iterator[dict[str, object]]:
-    for path in paths:
-        for ts, item in _read_file(path):
-            in_range = (since is None or ts >= since) and (until is None or ts < until)
-            if in_range and (deployment is None or item.get("deployment") == deployment):
-                yield item
-
-
-def _read_file(path: Path) -> Iterator[tuple[float, dict[str, object]]]:
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    with handle:
-        number = 0
-        while raw := _read_line(handle, path):
-            number += 1
-            where = f"{path} line {number}"
-            complete = raw.endswith(b"\n")
-            if not complete and len(raw) > MAX_LINE:
-                raise InputError(f"{where} is over {MAX_LINE} bytes; not an inference record")
-            try:
-                item = json.loads(raw)
-            except (ValueError, RecursionError) as exc:
-                if not complete:
-                    logger.warning("%s: skipped a torn last line (a write cut short)", where)
-                    return
-                raise InputError(f"{where} is not JSON; remove or repair that line") from exc
-            yield _check_record(item, where)
-
-
-def _read_line(handle: BinaryIO, path: Path) -> bytes:
-    try:
-        line: bytes = handle.readline(MAX_LINE + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return line
-
-
-def _check_record(item: object, where: str) -> tuple[float, dict[str, object]]:
-    if not isinstance(item, dict) or item.get("type") != RECORD_TYPE:
-        raise InputError(f"{where} is not a JSON object of type {RECORD_TYPE!r}")
-    if type(item.get("format")) is not int or item["format"] != RECORD_FORMAT:
-        raise InputError(
-            f"{where} has record format {item.get('format')!r}; this Bastion reads format "
-            f"{RECORD_FORMAT}: use the Bastion version that wrote it"
-        )
-    ts = item.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, float | int) or not math.isfinite(ts):
-        raise InputError(f"{where} has no valid 'ts' (unix seconds)")
-    return ts, item

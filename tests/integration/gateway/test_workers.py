@@ -27,7 +27,8 @@ from sklearn.preprocessing import FunctionTransformer
 from bastion.errors import InputError, ModelUnavailableError, PayloadTooLargeError, UsageError
 from bastion.serving._runtimes import RuntimeKind
 from bastion.serving._tensors import Datatype, TensorSpec
-from bastion.serving._worker import Worker, WorkerLimits, WorkerSupervisor
+from bastion.serving._worker import Worker, WorkerLimits
+from bastion.serving._worker_supervisor import WorkerSupervisor
 
 T = TypeVar("T")
 LIMITS = WorkerLimits(memory_bytes=2 << 30, infer_seconds=10.0, start_seconds=60.0)

@@ -18,12 +18,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bastion.errors import InputError, InternalError, PathNotFoundError, UsageError
-from bastion.serving._records import (
-    InferenceRecord,
-    InferenceRecorder,
-    read_records,
-    summarise_outputs,
-)
+from bastion.serving._record_summary import summarise_outputs
+from bastion.serving._records import InferenceRecord, InferenceRecorder
+from bastion.serving._records_reader import read_records
 
 NOON = datetime(2025, 3, 14, 12, 0, tzinfo=UTC).timestamp()
 MIDNIGHT = datetime(2025, 3, 15, tzinfo=UTC).timestamp()
