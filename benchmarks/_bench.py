@@ -7,10 +7,11 @@ Imported by the scripts in this folder (``python benchmarks/NAME.py`` puts the f
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,3 +83,16 @@ def warm(files: Iterable[Path]) -> None:
         with path.open("rb", buffering=0) as fh:
             while fh.readinto(buffer):
                 pass
+
+
+def report_results(
+    scratch: Path, name: str, document: Mapping[str, object], head: Sequence[str],
+    table: Sequence[str], *, as_json: bool,
+) -> None:  # fmt: skip
+    """Keep every round's figures in ``scratch/NAME-results.json``; print them or the table."""
+    results = scratch / f"{name}-results.json"
+    results.write_text(json.dumps(document, indent=2))
+    if as_json:
+        print(json.dumps(document, indent=2))
+    else:
+        print("\n".join([*head, "", *table, "", f"every round's figures: {results}"]))

@@ -42,7 +42,15 @@ from typing import Any
 import httpx
 
 import bastion
-from _bench import REPO, BenchError, add_common_options, log, machine, parse_common
+from _bench import (
+    REPO,
+    BenchError,
+    add_common_options,
+    log,
+    machine,
+    parse_common,
+    report_results,
+)
 from bastion.auth import (
     ROLE_SCOPES,
     PolicyEngine,
@@ -485,12 +493,7 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
     head = header(args, (load_before, os.getloadavg()[0]))
     table = report(rows, cases, rounds)
     document = to_json(head, table, rounds)
-    results = scratch / "auth-results.json"
-    results.write_text(json.dumps(document, indent=2))
-    if args.json:
-        print(json.dumps(document, indent=2))
-    else:
-        print("\n".join([*head, "", *table, "", f"every round's figures: {results}"]))
+    report_results(scratch, "auth", document, head, table, as_json=args.json)
     return 0
 
 

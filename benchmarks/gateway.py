@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from _bench import REPO, BenchError, add_common_options, log, parse_common
+from _bench import REPO, BenchError, add_common_options, log, parse_common, report_results
 from _gateway_report import Context, header, table
 from _gateway_targets import (
     CONNECTIONS,
@@ -322,12 +322,7 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
     head = header(context, versions(wrk), (load_before, os.getloadavg()[0]))
     lines = table(context, rounds)
     document = {"header": head, "table": lines, "raw_ort_us": raw, "rounds": rounds}
-    results = scratch / "gateway-results.json"
-    results.write_text(json.dumps(document, indent=2))
-    if args.json:
-        print(json.dumps(document, indent=2))
-    else:
-        print("\n".join([*head, "", *lines, "", f"every round's figures: {results}"]))
+    report_results(scratch, "gateway", document, head, lines, as_json=args.json)
     return 0
 
 

@@ -22,7 +22,7 @@ from bastion.errors import InputError, ModelUnavailableError, UsageError
 from bastion.registry import parse_ref
 from bastion.registry._names import check_name
 from bastion.serving._deployment_config import DeploymentConfig, UpstreamTarget
-from bastion.serving._deployment_store import check_deployment_name
+from bastion.serving._deployment_store import DeploymentRecord, check_deployment_name
 from bastion.serving._live import LiveDeployment
 from bastion.serving._records_reader import read_records
 from bastion.serving._rollout_guard import RolloutThresholds
@@ -117,7 +117,7 @@ async def deploy(body: DeployBody, request: Request, principal: Caller, svc: Svc
         details.update(upstream=body.upstream, upstream_model=body.upstream_model or "")
         done = await gateway.apply(
             name, namespace, None, config, actor=principal.actor, change="deploy",
-            expect_revision=body.revision if body.revision is not None else _rev(record),
+            expect_revision=_expected_revision(body, record),
         )  # fmt: skip
         return done.to_dict()
     if not body.versions:
@@ -127,9 +127,8 @@ async def deploy(body: DeployBody, request: Request, principal: Caller, svc: Svc
     if any(parse_ref(r).namespace != namespace for r in refs):
         raise InputError("every version of one deployment must come from the same namespace")
     details["versions"] = refs
-    if record is not None:
-        authorize(request, principal, current.resource if current else _HUB,
-                  action="deployment.manage")  # fmt: skip
+    if current is not None:  # changing a deployment, not only deploying versions
+        authorize(request, principal, current.resource, action="deployment.manage")
     config = _config(body, record.config if record else None)
     if body.canary is not None or body.shadow:
         if record is None or record.plan is None:
@@ -154,13 +153,16 @@ async def deploy(body: DeployBody, request: Request, principal: Caller, svc: Svc
         change = "deploy"
     done = await gateway.apply(
         name, namespace, plan, config, actor=principal.actor, change=change,
-        expect_revision=body.revision if body.revision is not None else _rev(record),
+        expect_revision=_expected_revision(body, record),
     )  # fmt: skip
     return done.to_dict()
 
 
-def _rev(record: Any) -> int | None:
-    return None if record is None else int(record.revision)
+def _expected_revision(body: DeployBody, record: DeploymentRecord | None) -> int | None:
+    """The revision the change applies to: the caller's, else the one served now."""
+    if body.revision is not None:
+        return body.revision
+    return None if record is None else record.revision
 
 
 @router.get("/deployments", name="deployment.list")

@@ -47,7 +47,7 @@ COMMANDS = {
     "deploy": "deploy",
     "rollout": "rollout",
     "deployments": "rollout",
-    "records": "rollout",
+    "records": "records",
 }
 
 EXIT_INTERRUPTED = 130

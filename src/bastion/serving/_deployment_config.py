@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,6 +14,7 @@ from bastion.errors import InputError
 from bastion.serving._hardening import OutputPolicy, OutputTiers
 from bastion.serving._oip import InferLimits
 from bastion.serving._rollout_guard import RolloutThresholds
+from bastion.serving._upstream import check_base_url
 
 __all__ = ["FORMAT", "DeploymentConfig", "UpstreamTarget", "parse_value_ranges"]
 
@@ -35,27 +35,11 @@ class UpstreamTarget:
     model: str
 
     def __post_init__(self) -> None:
-        check_upstream_url(self.url)
+        check_base_url(self.url)
         if not isinstance(self.model, str) or not _UPSTREAM_MODEL.fullmatch(self.model):
             raise InputError(
                 "the upstream model name must be 1-128 letters, digits, '.', '_' or '-'"
             )
-
-
-def check_upstream_url(url: object) -> str:
-    """An upstream base URL: http(s), a host, optional port and path, nothing else."""
-    if not isinstance(url, str) or len(url) > 512:
-        raise InputError("the upstream URL must be text of at most 512 characters")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 (raises ValueError for a bad port)
-    except ValueError as exc:
-        raise InputError(f"the upstream URL is not valid: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError("the upstream URL must be http:// or https:// with a host")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise InputError("the upstream URL may not hold a user name, password, query or fragment")
-    return url
 
 
 def parse_value_ranges(text: str) -> dict[str, tuple[float, float]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -42,6 +42,14 @@ class DeploymentRecord:
     created_by: str
     updated_at: datetime
     updated_by: str
+
+    @classmethod
+    def draft(
+        cls, name: str, namespace: str, plan: RoutePlan | None, config: DeploymentConfig
+    ) -> DeploymentRecord:
+        """A deployment not stored yet: revision 0, made now by nobody."""
+        now = datetime.now(UTC)
+        return cls(name, namespace, plan, config, 0, now, "", now, "")
 
     def to_dict(self) -> dict[str, Any]:
         return {

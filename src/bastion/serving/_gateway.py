@@ -13,7 +13,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -122,9 +121,9 @@ class Gateway:
         """Serve ``plan`` under ``name`` (new or changed), stored as a new revision."""
         async with self._lock:
             old = self.live.get(name)
-            draft = DeploymentRecord(
-                name, namespace, plan, config, 0, *_times(old)
-            )  # revision and times are the store's; this only brings the workers up
+            # Workers come up (and the config is checked against them) before anything is
+            # stored; the stored record replaces the draft once saved.
+            draft = DeploymentRecord.draft(name, namespace, plan, config)
             reuse = old.workers if old is not None else {}
             live = await self._bring_up(draft, reuse=reuse)
             try:
@@ -340,14 +339,6 @@ class Gateway:
                     log.warning("rolled %s back automatically: %s", live.name, verdict)
                 except BastionError as exc:
                     log.error("could not roll %s back: %s", live.name, exc.message)
-
-
-def _times(old: LiveDeployment | None) -> tuple[datetime, str, datetime, str]:
-    if old is not None:
-        r = old.record
-        return r.created_at, r.created_by, r.updated_at, r.updated_by
-    now = datetime.now(UTC)
-    return now, "", now, ""
 
 
 def _one_signature(plan: RoutePlan, workers: Mapping[str, WorkerSupervisor]) -> ModelSignature:

@@ -25,7 +25,7 @@ from bastion.serving._oip import InferLimits, InferRequest, parse_infer_request
 from bastion.serving._oip_answer import parse_infer_answer
 from bastion.serving._oip_response import encode_infer_response
 from bastion.serving._output_shaping import OutputShaper
-from bastion.serving._rollout_guard import RolloutGuard
+from bastion.serving._rollout_guard import Arm, RolloutGuard
 from bastion.serving._routing import Choice, DeploymentRouter
 from bastion.serving._tensors import ModelSignature
 from bastion.serving._upstream import UpstreamClient
@@ -160,23 +160,20 @@ class LiveDeployment:
     async def _timed(
         self, version: str, arm: str, inputs: Tensors, wanted: tuple[str, ...]
     ) -> Tensors:
+        """Run ``version``; with a candidate in play, its outcome and latency feed the guard."""
         if self.guard is None:
             return await self.workers[version].infer(inputs, wanted)
         loop = asyncio.get_running_loop()
         started = loop.time()
+        failed = False
         try:
-            outputs = await self.workers[version].infer(inputs, wanted)
+            return await self.workers[version].infer(inputs, wanted)
         except BastionError as exc:
-            failed = not exc.code.startswith("bad_")
-            self.guard.record("candidate" if arm == "candidate" else "stable", failed=failed,
-                              seconds=loop.time() - started)  # fmt: skip
+            failed = not exc.code.startswith("bad_")  # a caller's bad input is not a failure
             raise
-        self.guard.record(
-            "candidate" if arm == "candidate" else "stable",
-            failed=False,
-            seconds=loop.time() - started,
-        )
-        return outputs
+        finally:
+            side: Arm = "candidate" if arm == "candidate" else "stable"
+            self.guard.record(side, failed=failed, seconds=loop.time() - started)
 
     def _mirror(self, version: str, request: InferRequest, wanted: tuple[str, ...]) -> None:
         """Send the request to the shadow version too; its answer only feeds the guard."""

@@ -29,7 +29,7 @@ from bastion.serving._oip import HEADER_LENGTH_HEADER
 from bastion.serving._strict_json import load_strict_json
 from bastion.serving._tensors import ModelSignature
 
-__all__ = ["UpstreamAnswer", "UpstreamClient"]
+__all__ = ["UpstreamAnswer", "UpstreamClient", "check_base_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class UpstreamAnswer:
     header_length: int | None
 
 
-def _base_url(base_url: str) -> str:
+def check_base_url(base_url: str) -> str:
     """``base_url`` checked (http or https, host, optional port and path prefix only)."""
     if not isinstance(base_url, str):
         raise InputError("the upstream URL must be text like http://triton:8000")
@@ -126,7 +126,7 @@ class UpstreamClient:
         max_answer_bytes: int = 64 << 20,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.base_url = _base_url(base_url)
+        self.base_url = check_base_url(base_url)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise UsageError("UpstreamClient timeout must be a number of seconds")
         if not (math.isfinite(timeout) and timeout > 0):

@@ -18,7 +18,6 @@ from bastion.errors import ConflictError, InputError, InternalError, NotFoundErr
 from bastion.serving._deployment_config import (
     DeploymentConfig,
     UpstreamTarget,
-    check_upstream_url,
     parse_value_ranges,
 )
 from bastion.serving._deployment_store import DeploymentStore
@@ -27,6 +26,7 @@ from bastion.serving._oip import InferLimits
 from bastion.serving._output_shaping import OutputShaper
 from bastion.serving._routing import RoutePlan
 from bastion.serving._tensors import Datatype, ModelSignature, TensorSpec
+from bastion.serving._upstream import check_base_url
 
 CLASSIFIER = ModelSignature(
     (TensorSpec("X", Datatype.FP32, (-1, 30)),),
@@ -98,7 +98,7 @@ def test_value_ranges_from_the_command_line() -> None:
 )
 def test_upstream_urls_are_plain_http_with_a_host(url: str) -> None:
     with pytest.raises(InputError):
-        check_upstream_url(url)
+        check_base_url(url)
 
 
 # -- output shaping --------------------------------------------------------------------
