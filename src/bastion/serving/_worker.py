@@ -4,7 +4,9 @@ A :class:`Worker` starts ``python -I -B -m bastion.serving._worker_main`` with a
 environment, an empty private working directory (removed when it exits), and the protocol of
 :mod:`bastion.serving._worker_protocol` on its stdin and stdout; its stderr lines are logged
 as warnings. The model's bytes go down the pipe: the worker never has a path to a model
-file. Requests are pipelined and answered in order; a worker that exits, breaks the
+file. Requests are pipelined and answered in order: the frames asked in one turn of the
+event loop go down in one write, so that under concurrent load the worker wakes once for
+many (it answers all it has read in one write too). A worker that exits, breaks the
 protocol or does not answer within ``infer_seconds`` is killed, and every caller in flight
 gets :class:`ModelUnavailableError`. :class:`~bastion.serving._worker_supervisor.WorkerSupervisor`
 keeps one worker serving. Everything runs on the event loop, never blocking.
@@ -135,6 +137,7 @@ class Worker:
         self._tmpdir = ""
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
+        self._outbox: list[bytes] = []  # frames asked in this turn of the loop, not yet written
 
     @property
     def alive(self) -> bool:
@@ -238,9 +241,15 @@ class Worker:
             if self._watchdog is None:
                 self._arm_watchdog()
         self._pending.append((request_id, future, names))
-        assert self._stdin is not None
-        self._stdin.write(frame)
+        if not self._outbox:
+            self._loop.call_soon(self._flush)
+        self._outbox.append(frame)
         return await future
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if self._state == "ready" and self._stdin is not None and not self._stdin.is_closing():
+            self._stdin.write(b"".join(frames))
 
     async def wait(self) -> str:
         """Wait until the worker is down: why (``crashed``, ``hung``, ``stopped``, ...)."""

@@ -69,6 +69,13 @@ def _frames(fd: int, decoder: FrameDecoder) -> Iterator[Frame]:
         yield from decoder.feed(chunk)
 
 
+def _batches(fd: int, decoder: FrameDecoder) -> Iterator[list[Frame]]:
+    """The frames of each read: several when the gateway had several requests at once."""
+    while chunk := os.read(fd, _READ_SIZE):
+        if frames := decoder.feed(chunk):
+            yield frames
+
+
 def _send(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -127,10 +134,13 @@ def serve(argv: Sequence[str] | None = None) -> int:
     _send(writing, encode_frame(FrameKind.READY, 0, [json.dumps(ready).encode()]))
     decoder = FrameDecoder(args.max_frame_bytes)
     try:
-        for frame in _frames(reading, decoder):
-            if frame.kind is not FrameKind.INFER:
-                raise InputError(f"worker protocol: unexpected {frame.kind.name} frame")
-            _send(writing, _answer(model, frame, args.max_frame_bytes))
+        for frames in _batches(reading, decoder):
+            answers = []
+            for frame in frames:
+                if frame.kind is not FrameKind.INFER:
+                    raise InputError(f"worker protocol: unexpected {frame.kind.name} frame")
+                answers.append(_answer(model, frame, args.max_frame_bytes))
+            _send(writing, b"".join(answers))  # one wake-up of the gateway for them all
     except InputError as exc:
         logger.error("%s; the worker stops", exc.message)
         return _EXIT_PROTOCOL
