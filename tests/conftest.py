@@ -7,8 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from bastion.signing import PrivateKey, generate_key
+
+# Timing is never asserted: on a shared, loaded machine an example may take longer than
+# hypothesis's 200 ms deadline, or generating data may be slow, without anything being wrong.
+settings.register_profile("bastion", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("bastion")
 
 ModelFactory = Callable[..., Path]
 
