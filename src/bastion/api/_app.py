@@ -16,11 +16,13 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from bastion import __version__
 from bastion.api._access import PUBLIC_ROUTES, AccessMiddleware
-from bastion.api._hygiene import SecurityHeadersMiddleware
-from bastion.api._inference_path import InferencePath
+from bastion.api._admission import Admission
+from bastion.api._hygiene import SecurityHeaders, SecurityHeadersMiddleware
+from bastion.api._inference_gate import InferenceGate
 from bastion.api._middleware import AuditMiddleware, BodyLimitMiddleware
 from bastion.api._problems import install_problem_handlers
 from bastion.api._routes_admin import router as admin_router
@@ -95,8 +97,23 @@ _NO_TELEMETRY: dict[str, Any] = (
 )
 
 
+class HubApp(FastAPI):
+    """The hub's application: inference calls go through its gate, the rest through FastAPI."""
+
+    gate: InferenceGate | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        deployment = None if self.gate is None else self.gate.takes(scope)
+        if deployment is None:
+            await super().__call__(scope, receive, send)
+            return
+        assert self.gate is not None
+        scope["app"] = self
+        await self.gate.serve(scope, receive, send, deployment)
+
+
 def create_app(services: Services) -> FastAPI:
-    app = FastAPI(
+    app = HubApp(
         **_NO_TELEMETRY,
         lifespan=_lifespan(services),
         title="Bastion hub",
@@ -135,13 +152,15 @@ def create_app(services: Services) -> FastAPI:
     routes: list[BaseRoute] = [r for r in app.router.routes if isinstance(r, APIRoute)]
     routes += [r for router in routers.values() for r in router.routes]
     _check_routes(routes)
+    admission = Admission(services)
     app.add_middleware(BodyLimitMiddleware, limit=services.max_json_body)
-    app.add_middleware(InferencePath, limit=services.max_json_body)
-    app.add_middleware(AccessMiddleware, services=services, routes=routes)
+    app.add_middleware(AccessMiddleware, admission=admission, routes=routes)
     app.add_middleware(AuditMiddleware, services=services)
     app.add_middleware(
         SecurityHeadersMiddleware, hsts=services.hsts, cors_origins=services.cors_origins
     )
+    security = SecurityHeaders(hsts=services.hsts, cors_origins=services.cors_origins)
+    app.gate = InferenceGate(admission, security, limit=services.max_json_body)
     return app
 
 

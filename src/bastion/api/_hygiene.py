@@ -22,7 +22,7 @@ reach of other sites.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -35,6 +35,7 @@ __all__ = [
     "CORS_ALLOWED_HEADERS",
     "CORS_ALLOWED_METHODS",
     "SECURITY_HEADERS",
+    "SecurityHeaders",
     "SecurityHeadersMiddleware",
     "parse_cors_origin",
 ]
@@ -124,13 +125,47 @@ def _parse_cors_origins(origins: Sequence[str]) -> frozenset[bytes]:
     return frozenset(parse_cors_origin(origin).encode("ascii") for origin in origins)
 
 
+class SecurityHeaders:
+    """The headers every answer carries: HSTS (over TLS), the fixed security headers,
+    ``Cache-Control: no-store`` unless the route set its own, and CORS's ``Vary: Origin``."""
+
+    def __init__(self, *, hsts: bool, cors_origins: Sequence[str] = ()) -> None:
+        self.cors_origins = _parse_cors_origins(cors_origins)
+        self.headers = ((HSTS,) if hsts else ()) + SECURITY_HEADERS
+
+    def finish(
+        self, headers: Iterable[tuple[bytes, bytes]], allowed: bytes | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """An answer's headers as sent: the application's own CORS headers are dropped
+        (CORS is decided here), ``allowed`` (an origin) is granted, security headers added."""
+        kept = [(name, value) for name, value in headers if not name.lower().startswith(_CORS)]
+        if allowed is not None:
+            kept.append((b"access-control-allow-origin", allowed))
+        return self.secured(kept)
+
+    def secured(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """``headers`` plus each security header the application did not set."""
+        present = {name.lower() for name, _ in headers}
+        added = [(name, value) for name, value in self.headers if name not in present]
+        if b"cache-control" not in present:
+            added.append((b"cache-control", b"no-store"))
+        headers = headers + added
+        if self.cors_origins:
+            headers = _vary_origin(headers)
+        return headers
+
+
+_CORS = b"access-control-"
+
+
 class SecurityHeadersMiddleware:
     """Add security headers to every HTTP response and answer (or refuse) CORS preflights."""
 
     def __init__(self, app: ASGIApp, *, hsts: bool, cors_origins: Sequence[str] = ()) -> None:
         self.app = app
-        self.cors_origins = _parse_cors_origins(cors_origins)
-        self.headers = ((HSTS,) if hsts else ()) + SECURITY_HEADERS
+        self.security = SecurityHeaders(hsts=hsts, cors_origins=cors_origins)
+        self.cors_origins = self.security.cors_origins
+        self._secured = self.security.secured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,28 +185,11 @@ class SecurityHeadersMiddleware:
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if not name.lower().startswith(b"access-control-")
-                ]
-                if allowed is not None:
-                    headers.append((b"access-control-allow-origin", allowed))
-                message = {**message, "headers": self._secured(headers)}
+                headers = self.security.finish(message.get("headers", ()), allowed)
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, sending)
-
-    def _secured(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """``headers`` plus each security header the application did not set."""
-        present = {name.lower() for name, _ in headers}
-        added = [(name, value) for name, value in self.headers if name not in present]
-        if b"cache-control" not in present:
-            added.append((b"cache-control", b"no-store"))
-        headers = headers + added
-        if self.cors_origins:
-            headers = _vary_origin(headers)
-        return headers
 
     async def _preflight(
         self, send: Send, request: list[tuple[bytes, bytes]], allowed: bytes | None

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
-import secrets
+import threading
 from typing import Any
 
 import anyio
@@ -21,7 +22,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bastion.api._problems import send_problem
 from bastion.api._services import Services
 
-__all__ = ["AuditMiddleware", "BodyLimitMiddleware", "request_header"]
+__all__ = [
+    "AuditMiddleware",
+    "BodyLimitMiddleware",
+    "audit_failed",
+    "record_request",
+    "request_header",
+    "request_id_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,33 @@ AUDITED_READS = frozenset({"version.pull", "audit.export"})
 #: Routes that leave an inference record instead of an audit entry (``bastion.serving``).
 RECORDED_NOT_AUDITED = frozenset({"invoke"})
 #: What the audit log refuses in its text fields: control, bidirectional and surrogate characters.
+
+
+class _RequestIds:
+    """Random request ids (16 hex digits), cut from a buffer filled 4 KiB at a time.
+
+    One ``os.urandom`` call per id cost more than the rest of the audit layer's work.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._lock = threading.Lock()  # ids are also made in worker threads
+
+    def new(self) -> str:
+        with self._lock:
+            if len(self._buffer) < 8:
+                self._buffer = os.urandom(4096)
+            taken, self._buffer = self._buffer[:8], self._buffer[8:]
+        return taken.hex()
+
+
+_IDS = _RequestIds()
+
+
+def request_id_for(scope: Scope) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane token, otherwise a new random one."""
+    given = request_header(scope, b"x-request-id")
+    return given if given and _REQUEST_ID.fullmatch(given) else _IDS.new()
 
 
 def request_header(scope: Scope, name: bytes) -> str | None:
@@ -96,7 +131,7 @@ async def _too_large(send: Send, limit: int) -> None:
     await send_problem(send, 413, "payload_too_large", detail)
 
 
-async def _audit_failed(send: Send, request_id: str) -> None:
+async def audit_failed(send: Send, request_id: str) -> None:
     detail = "the hub could not record this request in its audit log; see its log"
     headers = [(b"x-request-id", request_id.encode())]
     await send_problem(send, 500, "internal", detail, request_id=request_id, headers=headers)
@@ -111,8 +146,7 @@ class AuditMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = request_header(scope, b"x-request-id")
-        request_id = given if given and _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+        request_id = request_id_for(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status: int | None = None
@@ -151,11 +185,11 @@ class AuditMiddleware:
                     recorded = True
                     try:
                         await anyio.to_thread.run_sync(
-                            self._record, scope, action, status, request_id
+                            record_request, self.services, scope, action, status, request_id
                         )
                     except Exception:
                         replaced = True
-                        await _audit_failed(send, request_id)
+                        await audit_failed(send, request_id)
                         return
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -168,36 +202,42 @@ class AuditMiddleware:
             wanted, action = audited(status)
             if wanted and not recorded:  # no response was sent: a disconnect or a crash
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._record, scope, action, status, request_id)
+                    await anyio.to_thread.run_sync(
+                        record_request, self.services, scope, action, status, request_id
+                    )
 
-    def _record(self, scope: Scope, action: str, status: int | None, request_id: str) -> None:
-        state: dict[str, Any] = scope.get("state", {})
-        principal = state.get("principal")
-        outcome = (
-            "allowed"
-            if status is not None and status < 400
-            else "denied"
-            if status in (401, 403)
-            else "failed"
+
+def record_request(
+    services: Services, scope: Scope, action: str, status: int | None, request_id: str
+) -> None:
+    """Write the audit entry of one request (blocking: call it from a worker thread)."""
+    state: dict[str, Any] = scope.get("state", {})
+    principal = state.get("principal")
+    outcome = (
+        "allowed"
+        if status is not None and status < 400
+        else "denied"
+        if status in (401, 403)
+        else "failed"
+    )
+    details: dict[str, Any] = {"method": scope["method"], "status": status}
+    if state.get("error_code"):
+        details["error"] = state["error_code"]
+    details.update(state.get("audit_details", {}))
+    client = scope.get("client")
+    try:
+        services.audit.record(
+            actor=principal.actor if principal is not None else "anonymous",
+            action=action,
+            resource=state.get("audit_resource") or _resource(scope),
+            outcome=outcome,
+            source=client[0] if client else "unknown",
+            request_id=request_id,
+            details=details,
         )
-        details: dict[str, Any] = {"method": scope["method"], "status": status}
-        if state.get("error_code"):
-            details["error"] = state["error_code"]
-        details.update(state.get("audit_details", {}))
-        client = scope.get("client")
-        try:
-            self.services.audit.record(
-                actor=principal.actor if principal is not None else "anonymous",
-                action=action,
-                resource=state.get("audit_resource") or _resource(scope),
-                outcome=outcome,
-                source=client[0] if client else "unknown",
-                request_id=request_id,
-                details=details,
-            )
-        except Exception:
-            log.exception("could not write the audit entry for request %s", request_id)
-            raise
+    except Exception:
+        log.exception("could not write the audit entry for request %s", request_id)
+        raise
 
 
 def _resource(scope: Scope) -> str:

@@ -171,6 +171,7 @@ def hub_server_config(
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # the source address is the connection's; X-Forwarded-For is ignored
         timeout_keep_alive=30,
         http=HubHttpProtocol,
     )

@@ -66,7 +66,7 @@ class EchoApp:
             if not message.get("more_body", False):
                 break
         tls = scope.get("extensions", {}).get("tls")
-        self.seen.append({"tls": tls, "path": scope["path"]})
+        self.seen.append({"tls": tls, "path": scope["path"], "client": scope.get("client")})
         payload = json.dumps({"tls": tls, "body_bytes": len(body)}).encode()
         headers = [
             (b"content-type", b"application/json"),
@@ -304,6 +304,17 @@ def test_plain_http_has_no_tls_extension() -> None:
     with serving(hub_server_config(app, host="127.0.0.1", port=0)) as port:
         status, body = get(port)
     assert (status, body["tls"]) == (200, None)
+
+
+def test_forwarding_headers_do_not_change_the_source_address() -> None:
+    app = EchoApp()
+    head = (
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n"
+        b"X-Forwarded-Proto: https\r\nForwarded: for=203.0.113.9\r\nConnection: close\r\n\r\n"
+    )
+    with serving(hub_server_config(app, host="127.0.0.1", port=0)) as port:
+        assert status_of(exchange(port, head)) == 200
+    assert app.seen[0]["client"][0] == "127.0.0.1"
 
 
 def test_client_ca_without_a_certificate_still_serves(pki: Pki) -> None:

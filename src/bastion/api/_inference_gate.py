@@ -1,0 +1,179 @@
+"""The gateway's hot path: ``POST /v2/models/NAME/infer`` served in one pass, before FastAPI.
+
+Taken through the hub's five middleware layers and FastAPI's own three, an inference paid
+more for the layers' wrapping than for the model. The gate does for these requests what
+those layers do, by calling the same code, in their order:
+
+1. the request id (:func:`~bastion.api._middleware.request_id_for`, the audit layer's rule);
+2. admission (:class:`~bastion.api._admission.Admission`: credential, rate limits), with
+   the access layer's refusals;
+3. the body, bounded by the JSON body limit;
+4. :func:`~bastion.api._routes_gateway.call_deployment`: the policy decision, validation,
+   the worker, output hardening, metrics and the inference record;
+5. the answer's headers: the rate-limit fields, ``X-Request-Id`` and the security headers
+   (:class:`~bastion.api._hygiene.SecurityHeaders`); a policy refusal (403) is written to
+   the audit log first, and answered 500 if it cannot be.
+
+Requests it does not take go through the full stack: another path or method, and anything
+with an ``Origin`` header (CORS is decided there). FastAPI's route for the same path
+serves them with the same :func:`call_deployment`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+from bastion.api._admission import Admission, OverLimit, refuse
+from bastion.api._hygiene import SecurityHeaders
+from bastion.api._middleware import audit_failed, record_request, request_id_for
+from bastion.api._problems import send_problem, status_for
+from bastion.api._routes_gateway import call_deployment
+from bastion.errors import BastionError, InputError, PayloadTooLargeError
+
+__all__ = ["InferenceGate"]
+
+log = logging.getLogger(__name__)
+
+_PREFIX = "/v2/models/"
+_SUFFIX = "/infer"
+_ROUTE = "invoke"
+
+
+class _Headers(dict[str, str]):
+    """Request headers by lower-case name (the last value of a repeated header wins)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+
+class InferenceGate:
+    """Serve inference calls in one pass; :meth:`takes` says which requests are its own."""
+
+    def __init__(self, admission: Admission, security: SecurityHeaders, *, limit: int) -> None:
+        self.admission = admission
+        self.services = admission.services
+        self.security = security
+        self.limit = limit
+
+    def takes(self, scope: Scope) -> str | None:
+        """The deployment named by an inference call this gate serves, else None."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        path: str = scope["path"]
+        if not (path.startswith(_PREFIX) and path.endswith(_SUFFIX)):
+            return None
+        name = path[len(_PREFIX) : -len(_SUFFIX)]
+        if not name or "/" in name:  # the route's {deployment} is one path segment
+            return None
+        if any(key == b"origin" for key, _ in scope["headers"]):
+            return None
+        return name
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, deployment: str) -> None:
+        state = scope.setdefault("state", {})
+        request_id = request_id_for(scope)
+        params = {"deployment": deployment}
+        state.update(request_id=request_id, route_name=_ROUTE, path_params=params)
+        extra = [(b"x-request-id", request_id.encode())]
+        answered = _Answering(self, scope, send, extra)
+        try:
+            await self.admission.admit(scope, _ROUTE, params)
+        except OverLimit as over:
+            self.admission.refused(scope, _ROUTE, params, over.error)
+            await refuse(scope, answered.send, over.error, over.headers)
+            return
+        except BastionError as exc:
+            self.admission.refused(scope, _ROUTE, params, exc)
+            await refuse(scope, answered.send, exc, [])
+            return
+        extra[:0] = [(k.lower().encode(), v.encode()) for k, v in state["rate_limit"]]
+        headers = _Headers(
+            (key.decode("latin-1"), value.decode("latin-1")) for key, value in scope["headers"]
+        )
+        try:
+            body = await self._body(receive, headers)
+            answer = await call_deployment(
+                Request(scope), state["principal"], deployment, body, headers
+            )
+        except BastionError as exc:
+            state["error_code"] = exc.code
+            status, detail = status_for(exc), exc.message
+            if status >= 500 and exc.code in ("internal", "integrity_failed"):
+                log.error("request failed: %s", exc.message, exc_info=exc)
+                detail = "the hub failed; see its log"
+            await send_problem(answered.send, status, exc.code, detail, request_id=request_id)
+            return
+        except Exception as exc:
+            log.error("unexpected error", exc_info=exc)
+            state["error_code"] = "internal"
+            detail = "the hub failed; see its log"
+            await send_problem(answered.send, 500, "internal", detail, request_id=request_id)
+            return
+        start = [(b"content-length", str(len(answer.body)).encode())]
+        start += [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
+        await answered.send({"type": "http.response.start", "status": 200, "headers": start})
+        await answered.send({"type": "http.response.body", "body": answer.body})
+
+    async def _body(self, receive: Receive, headers: _Headers) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            raise PayloadTooLargeError(f"the request body is larger than {self.limit} bytes")
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InputError("the client went away before sending its whole body")
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                raise PayloadTooLargeError(f"the request body is larger than {self.limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+class _Answering:
+    """Sends one answer with the headers every layer would have added; audits a 403."""
+
+    def __init__(
+        self, gate: InferenceGate, scope: Scope, send: Send, extra: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.gate = gate
+        self.scope = scope
+        self._send = send
+        self.extra = extra
+        self.replaced = False
+
+    async def send(self, message: Message) -> None:
+        if self.replaced:
+            return
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            if status == 403 and not await self._audited(status):
+                self.replaced = True
+                await audit_failed(self._secured, self.scope["state"]["request_id"])
+                return
+            message = {**message, "headers": [*message.get("headers", ()), *self.extra]}
+        await self._secured(message)
+
+    async def _secured(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": self.gate.security.finish(message["headers"])}
+        await self._send(message)
+
+    async def _audited(self, status: int) -> bool:
+        """Write the audit entry of a refused call; False if it cannot be written."""
+        state = self.scope["state"]
+        try:
+            await anyio.to_thread.run_sync(
+                record_request, self.gate.services, self.scope, _ROUTE, status, state["request_id"]
+            )
+        except Exception:
+            return False
+        return True

@@ -1,0 +1,153 @@
+"""The inference gate answers exactly as the full middleware stack and FastAPI route would.
+
+Inference calls without an ``Origin`` header take the gate; the same call with one goes
+through every middleware layer to FastAPI's route. Both must give the same status, body and
+header names, for served calls and for each kind of refusal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from bastion.api._hygiene import SECURITY_HEADERS
+from tests.integration.gateway.conftest import Published
+from tests.integration.hub.conftest import assert_problem, bearer
+from tests.support.models import breast_cancer
+
+#: An origin the hub does not allow: the request goes the long way, and gets no CORS grant.
+OTHER_ORIGIN = {"origin": "https://elsewhere.example"}
+#: Headers that differ between any two answers (problem documents from the access layer are
+#: spaced JSON, FastAPI's are compact: the documents are compared, not their bytes).
+_VARYING = {"x-request-id", "date", "ratelimit-remaining", "ratelimit-reset", "content-length"}
+
+
+@pytest.fixture(scope="module")
+def deployed(published: Published) -> str:
+    published.admin.deploy("med/lr@1.0.0", name="gated")
+    return "gated"
+
+
+def _body(rows: int = 1, features: int = 30) -> dict[str, Any]:
+    data = breast_cancer()[0][:rows, :features]
+    return {
+        "inputs": [
+            {
+                "name": "X",
+                "shape": list(data.shape),
+                "datatype": "FP32",
+                "data": data.ravel().tolist(),
+            }
+        ]
+    }
+
+
+def _both(
+    http: httpx.Client, path: str, **kwargs: Any
+) -> tuple[httpx.Response, httpx.Response]:
+    headers = dict(kwargs.pop("headers", {}))
+    gate = http.post(path, headers=headers, **kwargs)
+    stack = http.post(path, headers={**headers, **OTHER_ORIGIN}, **kwargs)
+    return gate, stack
+
+
+def _same_answer(gate: httpx.Response, stack: httpx.Response) -> None:
+    assert gate.status_code == stack.status_code, (gate.text, stack.text)
+    assert set(gate.headers) == set(stack.headers)
+    for name in set(gate.headers) - _VARYING:
+        assert gate.headers[name] == stack.headers[name], name
+    for name, value in SECURITY_HEADERS:
+        assert gate.headers[name.decode()] == value.decode()
+    assert gate.headers["cache-control"] == "no-store"
+    assert gate.headers["x-request-id"]
+    first, second = gate.json(), stack.json()
+    for document in (first, second):
+        document.pop("instance", None)  # the request id, in problem documents
+    assert first == second
+
+
+def test_a_served_call_is_answered_as_the_route_answers(
+    published: Published, deployed: str
+) -> None:
+    with httpx.Client(base_url=published.hub.url, headers=bearer(published.invoker)) as http:
+        gate, stack = _both(http, f"/v2/models/{deployed}/infer", json=_body(3))
+    assert gate.status_code == 200, gate.text
+    assert gate.headers["ratelimit-limit"]
+    _same_answer(gate, stack)
+
+
+def test_each_refusal_is_answered_as_the_route_answers(
+    published: Published, deployed: str
+) -> None:
+    path = f"/v2/models/{deployed}/infer"
+    with httpx.Client(base_url=published.hub.url) as http:
+        gate, stack = _both(http, path, json=_body())
+        assert_problem(gate, 401, "unauthenticated")
+        assert gate.headers["www-authenticate"] == 'Bearer realm="bastion"'
+        _same_answer(gate, stack)
+        gate, stack = _both(http, path, json=_body(), headers=bearer(published.consumer))
+        assert_problem(gate, 403, "forbidden")
+        _same_answer(gate, stack)
+        invoker = bearer(published.invoker)
+        gate, stack = _both(http, path, json=_body(features=29), headers=invoker)
+        assert_problem(gate, 400, "bad_input")
+        _same_answer(gate, stack)
+        text = {**invoker, "content-type": "text/plain"}
+        gate, stack = _both(http, path, content=b"x=1", headers=text)
+        assert_problem(gate, 415, "unsupported_media_type")
+        _same_answer(gate, stack)
+        too_big = b'{"inputs": [' + b" " * (published.hub.services.max_json_body + 1) + b"]}"
+        json_type = {**invoker, "content-type": "application/json"}
+        gate = http.post(path, content=too_big, headers=json_type)
+        assert_problem(gate, 413, "payload_too_large")
+
+
+def test_a_policy_refusal_is_audited_and_other_calls_are_not(
+    published: Published, deployed: str
+) -> None:
+    path = f"/v2/models/{deployed}/infer"
+    with httpx.Client(base_url=published.hub.url) as http:
+        denied = http.post(
+            path, json=_body(), headers={**bearer(published.consumer), "x-request-id": "gate-403-a"}
+        )
+        served = http.post(
+            path, json=_body(), headers={**bearer(published.invoker), "x-request-id": "gate-200-a"}
+        )
+    assert denied.status_code == 403
+    assert served.status_code == 200
+    assert denied.headers["x-request-id"] == "gate-403-a"
+    entries = [json.loads(line) for line in published.admin.audit_lines()]
+    by_request = {e["request_id"]: e for e in entries}
+    entry = by_request["gate-403-a"]
+    assert (entry["action"], entry["outcome"], entry["resource"]) == (
+        "invoke",
+        "denied",
+        f"deployment:{deployed}",
+    )
+    assert "gate-200-a" not in by_request
+
+
+def test_a_refusal_that_cannot_be_audited_is_answered_500(
+    published: Published, deployed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(**_: Any) -> None:
+        raise OSError("the audit log's disk is gone")
+
+    monkeypatch.setattr(published.hub.services.audit, "record", broken)
+    with httpx.Client(base_url=published.hub.url, headers=bearer(published.consumer)) as http:
+        answer = http.post(f"/v2/models/{deployed}/infer", json=_body())
+    problem = assert_problem(answer, 500, "internal")
+    assert "audit log" in problem["detail"]
+    assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_other_shapes_of_path_and_method_go_through_the_router(
+    published: Published, deployed: str
+) -> None:
+    with httpx.Client(base_url=published.hub.url, headers=bearer(published.invoker)) as http:
+        assert http.post(f"/v2/models/{deployed}/extra/infer", json=_body()).status_code == 404
+        assert http.post("/v2/models//infer", json=_body()).status_code == 404
+        assert http.get(f"/v2/models/{deployed}/infer").status_code == 405
