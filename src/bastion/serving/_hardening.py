@@ -42,6 +42,10 @@ MAX_ROUND_DIGITS = 6
 MAX_NOISE_SCALE = 1.0
 _MAX_POLICY_TEXT = 200
 _PROBABILITY_SLACK = 1e-6  # float32 softmax outputs may exceed 1 by a few ulps
+#: Score matrices up to this many elements are checked in Python, quicker than numpy there;
+#: only of the dtypes whose ``tolist`` gives Python floats.
+_SMALL_SCORES = 64
+_PYTHON_FLOATS = frozenset(np.dtype(name) for name in ("float16", "float32", "float64"))
 _POLICY_HELP = "use full, label or top-k=N, then optionally round=D and noise=laplace:S"
 _UNSIGNED = re.compile(r"[0-9]{1,6}")
 _DECIMAL = re.compile(r"(?:[0-9]{1,20}(?:\.[0-9]{0,40})?|\.[0-9]{1,40})(?:[eE][-+]?[0-9]{1,3})?")
@@ -357,6 +361,12 @@ def _validated_scores(scores: ArrayLike) -> NDArray[np.float64]:
         raise InputError(
             f"scores must be a non-empty [batch, classes] matrix, not of shape {matrix.shape}"
         )
+    if (
+        matrix.size <= _SMALL_SCORES
+        and matrix.dtype in _PYTHON_FLOATS
+        and _strictly_probabilities(matrix.ravel().tolist())
+    ):
+        return matrix.astype(np.float64)  # what clipping would return: nothing is clipped
     if not np.isfinite(matrix).all():
         raise InputError("scores hold NaN or infinity: the model's output cannot be served")
     if (matrix < 0).any() or (matrix > 1 + _PROBABILITY_SLACK).any():
@@ -364,6 +374,14 @@ def _validated_scores(scores: ArrayLike) -> NDArray[np.float64]:
             "scores must be probabilities in [0, 1]: apply softmax or sigmoid to logits first"
         )
     return np.clip(matrix.astype(np.float64), 0.0, 1.0)
+
+
+def _strictly_probabilities(values: list[float]) -> bool:
+    """Whether ``values`` are all finite and in (0, 1]: a finite sum means no NaN or inf.
+
+    Zeros take the numpy path, so that a -0.0 is clipped exactly as ``np.clip`` does.
+    """
+    return math.isfinite(sum(values)) and min(values) > 0 and max(values) <= 1
 
 
 def _validated_labels(labels: Sequence[str] | None, classes: int) -> tuple[str, ...] | None:
@@ -377,7 +395,7 @@ def _validated_labels(labels: Sequence[str] | None, classes: int) -> tuple[str, 
 
 
 def _rounded(work: NDArray[np.float64], digits: int | None) -> NDArray[np.float64]:
-    return work if digits is None else np.round(work, digits)
+    return work if digits is None else work.round(digits)  # np.round, without its wrapper
 
 
 def _renormalised(work: NDArray[np.float64]) -> NDArray[np.float64]:

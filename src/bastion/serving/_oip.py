@@ -10,6 +10,7 @@ content type, JSON nesting depth, then the document against the model's signatur
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -47,6 +48,13 @@ JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 #: The binary extension's header: the length of the JSON part at the start of the body.
 HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
+
+_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
+_REQUEST_REQUIRED = frozenset({"inputs"})
+_INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+_INPUT_REQUIRED = frozenset({"name", "shape", "datatype"})
+_OUTPUT_KEYS = frozenset({"name", "parameters"})
+_OUTPUT_REQUIRED = frozenset({"name"})
 
 
 @dataclass(frozen=True)
@@ -91,10 +99,15 @@ class InferRequest:
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     wanted = name.lower()
-    return next((value for key, value in headers.items() if key.lower() == wanted), None)
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
 
 
 def _check_content_type(content_type: str | None, header_length: str | None) -> str:
+    if content_type == JSON_CONTENT_TYPE:  # what nearly every client sends
+        return JSON_CONTENT_TYPE
     if content_type is None:
         # Triton's own clients declare no type: the binary extension's header tells which.
         return JSON_CONTENT_TYPE if header_length is None else BINARY_CONTENT_TYPE
@@ -190,12 +203,7 @@ def _read_input(
     pending: list[_PendingBinary],
 ) -> None:
     """Check one ``$request_input``; decode its JSON data or queue its binary data."""
-    obj = check_keys(
-        entry,
-        "request input",
-        {"name", "shape", "datatype", "parameters", "data"},
-        {"name", "shape", "datatype"},
-    )
+    obj = check_keys(entry, "request input", _INPUT_KEYS, _INPUT_REQUIRED)
     name = obj["name"]
     if not isinstance(name, str):
         raise InputError("request input: 'name' must be a string")
@@ -203,9 +211,9 @@ def _read_input(
     what = f"input {name[:64]!r}"
     if spec is None:
         raise InputError(f"unknown {what}; the model's inputs are {show_names(signature.inputs)}")
-    if name in decoded or any(item.name == name for item in pending):
+    if name in decoded or (pending and any(item.name == name for item in pending)):
         raise InputError(f"{what} is given more than once; send each input once")
-    if obj["datatype"] != spec.datatype.value:
+    if obj["datatype"] != spec.datatype:  # a StrEnum: equal to its wire text
         shown = obj["datatype"][:16] if isinstance(obj["datatype"], str) else "a non-string"
         raise InputError(f"{what}: expected datatype {spec.datatype.value}, got {shown!r}")
     shape = check_shape(
@@ -215,7 +223,10 @@ def _read_input(
         max_elements=limits.max_elements,
         what=what,
     )
-    parameters = check_parameters(obj.get("parameters"), f"{what} parameters")
+    raw_parameters = obj.get("parameters")
+    parameters = (
+        {} if raw_parameters is None else check_parameters(raw_parameters, f"{what} parameters")
+    )
     size = parameters.get("binary_data_size")
     if size is None:
         if "data" not in obj:
@@ -266,16 +277,22 @@ def _decode_binary(
     return decoded
 
 
+@functools.lru_cache(maxsize=256)
+def _every_output(outputs: tuple[TensorSpec, ...], binary: bool) -> tuple[RequestedOutput, ...]:
+    """Every declared output, as when a caller names none: built once per model, not per call."""
+    return tuple(RequestedOutput(spec.name, binary) for spec in outputs)
+
+
 def _requested_outputs(
     entries: object, signature: ModelSignature, binary_default: bool
 ) -> tuple[RequestedOutput, ...]:
     if entries is None or entries == []:
-        return tuple(RequestedOutput(spec.name, binary_default) for spec in signature.outputs)
+        return _every_output(signature.outputs, binary_default)
     if not isinstance(entries, list):
         raise InputError("'outputs' must be a list of {\"name\": ...} objects")
     requested: list[RequestedOutput] = []
     for entry in entries:
-        obj = check_keys(entry, "requested output", {"name", "parameters"}, {"name"})
+        obj = check_keys(entry, "requested output", _OUTPUT_KEYS, _OUTPUT_REQUIRED)
         name = obj["name"]
         if not isinstance(name, str) or signature.output(name) is None:
             shown = name[:64] if isinstance(name, str) else "a non-string"
@@ -314,8 +331,8 @@ def parse_infer_request(
     document = check_keys(
         load_strict_json(json_part, max_depth=limits.max_json_depth),
         "inference request",
-        {"id", "parameters", "inputs", "outputs", "model_name", "model_version"},
-        {"inputs"},
+        _REQUEST_KEYS,
+        _REQUEST_REQUIRED,
     )
     for ignored in ("model_name", "model_version"):  # some clients repeat the URL's; unused
         if not isinstance(document.get(ignored, ""), str):
@@ -338,9 +355,10 @@ def parse_infer_request(
     pending: list[_PendingBinary] = []
     for entry in entries:
         _read_input(entry, signature, limits, inputs, pending)
-    inputs.update(_decode_binary(pending, binary, limits))
-    missing = [spec for spec in signature.inputs if spec.name not in inputs]
-    if missing:
+    if pending or binary is not None:
+        inputs.update(_decode_binary(pending, binary, limits))
+    if len(inputs) != len(signature.inputs):  # each name in inputs is declared, and once
+        missing = [spec for spec in signature.inputs if spec.name not in inputs]
         raise InputError(f"missing input(s) {show_names(missing)}; send every declared input")
     for name, bounds in ranges.items():
         _check_in_range(inputs[name], bounds, f"input {name!r}")

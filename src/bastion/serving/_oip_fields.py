@@ -42,6 +42,9 @@ def check_keys(
     """``value`` as a JSON object with only ``allowed`` keys and every ``required`` one."""
     if not isinstance(value, dict):
         raise InputError(f"{what}: expected a JSON object")
+    keys = value.keys()
+    if keys <= allowed and keys >= required:  # the usual case, without sorting anything
+        return value
     unknown = sorted(key for key in value if key not in allowed)
     if unknown:
         raise InputError(
@@ -92,8 +95,9 @@ def check_shape(
     """
     if not isinstance(value, list) or len(value) > MAX_RANK:
         raise InputError(f"{what}: 'shape' must be a list of at most {MAX_RANK} integers")
-    if not all(type(dim) is int and dim >= 0 for dim in value):
-        raise InputError(f"{what}: 'shape' dimensions must be non-negative integers")
+    for dim in value:
+        if type(dim) is not int or dim < 0:
+            raise InputError(f"{what}: 'shape' dimensions must be non-negative integers")
     shape: tuple[int, ...] = tuple(value)
     if not spec.matches_shape(shape):
         raise InputError(f"{what}: expected shape {_show(spec.shape)}, got {_show(shape)}")

@@ -11,6 +11,7 @@ fault of the model or of Bastion, raised as InternalError.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -22,6 +23,20 @@ from bastion.serving._tensor_data import tensor_to_binary, tensor_to_json_data
 from bastion.serving._tensors import Datatype, ModelSignature, TensorSpec
 
 __all__ = ["encode_infer_response"]
+
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+#: Float outputs up to this many elements are checked for NaN in Python, quicker than numpy.
+_SMALL_OUTPUT = 64
+
+
+def _all_finite(array: np.ndarray[Any, Any]) -> bool:
+    """``np.isfinite(array).all()``: a small array's finite sum says so sooner.
+
+    A sum is NaN or infinite when any element is; one that merely overflows goes to numpy.
+    """
+    if array.size <= _SMALL_OUTPUT and math.isfinite(sum(array.ravel().tolist())):
+        return True
+    return bool(np.isfinite(array).all())
 
 
 def _coerce_output(spec: TensorSpec, value: object) -> np.ndarray[Any, Any]:
@@ -45,11 +60,15 @@ def _coerce_output(spec: TensorSpec, value: object) -> np.ndarray[Any, Any]:
             encoded[index] = element
         return encoded
     target = spec.datatype.numpy_dtype
-    if not np.can_cast(array.dtype, target, casting="same_kind"):
-        raise InternalError(f"{what} is {array.dtype} but the model declares {spec.datatype.value}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        converted = array.astype(target)
-    if spec.datatype.is_float and not np.isfinite(converted).all():
+    converted = array
+    if array.dtype != target:
+        if not np.can_cast(array.dtype, target, casting="same_kind"):
+            raise InternalError(
+                f"{what} is {array.dtype} but the model declares {spec.datatype.value}"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = array.astype(target)
+    if spec.datatype.is_float and not _all_finite(converted):
         raise InternalError(
             f"{what} holds NaN or infinity (or a value out of range for "
             f"{spec.datatype.value}); refusing to send it"
@@ -73,7 +92,7 @@ def encode_infer_response(
     an output that does not fit its declaration or is not finite, UsageError for a name in
     ``binary`` that is not among ``outputs``.
     """
-    stray = sorted(set(binary) - set(outputs))
+    stray = sorted(set(binary) - set(outputs)) if binary else []
     if stray:
         raise UsageError(f"binary outputs {stray} are not among the outputs to encode")
     document: dict[str, object] = {"model_name": model_name}
@@ -107,7 +126,7 @@ def encode_infer_response(
                 ) from exc
         rendered.append(entry)
     document["outputs"] = rendered
-    header = json.dumps(document, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    header = _ENCODER.encode(document).encode("utf-8")
     if not blobs:
         return header, {"Content-Type": JSON_CONTENT_TYPE}
     headers = {

@@ -4,7 +4,8 @@
 a few linear passes in C (regular expressions and numpy), so that a megabyte of ``[[[[``
 is refused at once and never reaches a recursive parser. It then parses with the standard
 library, refusing duplicate object keys, ``NaN``/``Infinity`` literals and numbers that
-overflow to infinity.
+overflow to infinity. Checking each float in Python costs more than parsing it, so that check
+runs only when a linear scan of the bytes finds a literal that could overflow.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from bastion.errors import InputError
 
-__all__ = ["load_strict_json", "nesting_depth"]
+__all__ = ["load_strict_json", "may_overflow", "nesting_depth"]
 
 #: A backslash and the character it escapes (JSON escapes are always two characters long,
 #: or six for \\uXXXX, whose four hex digits hold no quote, bracket or backslash).
@@ -25,6 +26,9 @@ _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 #: A string once its escapes are gone: nothing but a closing quote can end it.
 _STRING = re.compile(rb'"[^"]*"')
 _OPENERS = frozenset(b"[{")
+#: Digits to "0", "E" and "+" to "e", so that one substring test finds each number shape.
+_NUMBER_SHAPES = bytes.maketrans(b"123456789E+", b"000000000ee")
+_LONG_DIGITS = b"0" * 200
 
 
 def nesting_depth(document: bytes) -> int:
@@ -57,7 +61,10 @@ def _finite_float(text: str) -> float:
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    document: dict[str, object] = {}
+    document = dict(pairs)
+    if len(document) == len(pairs):
+        return document
+    document = {}  # find the first repeated key for the message
     for key, value in pairs:
         if key in document:
             raise InputError(
@@ -65,6 +72,24 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
             )
         document[key] = value
     return document
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+_FINITE_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=_refuse_constant, parse_float=_finite_float
+)
+
+
+def may_overflow(document: bytes) -> bool:
+    """Whether a number in ``document`` could be a float too large to represent.
+
+    A literal with an integer part of n digits and exponent e is below 10**(n + e), finite
+    unless n + e > 308: so it needs an exponent of 100 or more (three digits after ``e`` or
+    ``e+``) or an integer part of 210 digits or more (the scan looks for 200 in a row). Text
+    inside strings may match too: a false alarm only costs the slower, checked parse.
+    """
+    shapes = document.translate(_NUMBER_SHAPES)
+    return b"e000" in shapes or _LONG_DIGITS in shapes
 
 
 def load_strict_json(document: bytes, *, max_depth: int) -> object:
@@ -86,13 +111,11 @@ def load_strict_json(document: bytes, *, max_depth: int) -> object:
             f"JSON nests more than {max_depth} levels deep; flatten the request "
             "(send tensor data as a flat list)"
         )
+    decoder = _FINITE_DECODER if may_overflow(document) else _DECODER
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=_unique_keys,
-            parse_constant=_refuse_constant,
-            parse_float=_finite_float,
-        )
+        if text.startswith("\ufeff"):  # as json.loads, which the shared decoders bypass
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; send valid JSON"

@@ -27,6 +27,20 @@ __all__ = [
 ]
 
 _LENGTH_PREFIX = struct.Struct("<I")
+_BOOL = frozenset({bool})
+_INT = frozenset({int})
+_NUMBER = frozenset({int, float})
+_INT_RANGE = {
+    datatype: (int(np.iinfo(datatype.numpy_dtype).min), int(np.iinfo(datatype.numpy_dtype).max))
+    for datatype in Datatype
+    if datatype.is_integer
+}
+#: The largest finite value of each float dtype.
+_FLOAT_MAX = {
+    datatype.numpy_dtype: float(np.finfo(datatype.numpy_dtype).max)
+    for datatype in Datatype
+    if datatype.is_float
+}
 
 
 def element_count(shape: Sequence[int]) -> int:
@@ -70,41 +84,62 @@ def _bad_element(what: str, index: int, expected: str) -> InputError:
 
 
 def _refuse_non_finite(array: np.ndarray[Any, Any], datatype: Datatype, what: str) -> None:
-    bad = np.flatnonzero(~np.isfinite(array))
-    if bad.size:
-        raise InputError(
-            f"{what}: element {int(bad[0])} is NaN, infinite or out of range for "
-            f"{datatype.value}; send finite numbers"
-        )
+    if np.isfinite(array).all():
+        return
+    bad = int(np.flatnonzero(~np.isfinite(array))[0])
+    raise InputError(
+        f"{what}: element {bad} is NaN, infinite or out of range for "
+        f"{datatype.value}; send finite numbers"
+    )
+
+
+def _finite_floats(flat: list[Any], datatype: Datatype, what: str) -> np.ndarray[Any, Any]:
+    """``flat`` (ints and floats) as an array of ``datatype``, refusing what is not finite.
+
+    The sum of the magnitudes is at least the largest magnitude, and NaN or infinite if any
+    element is: when it fits the datatype, every element converts without overflow, so the
+    ``np.errstate`` and the scan for non-finite values (which cost more than converting a
+    small tensor) are skipped.
+    """
+    try:
+        wide = np.array(flat, dtype=np.float64)
+    except OverflowError as exc:
+        raise InputError(f"{what}: a number is too large for {datatype.value}") from exc
+    dtype = datatype.numpy_dtype
+    if sum(map(abs, flat), 0.0) <= _FLOAT_MAX[dtype]:
+        return wide if dtype == wide.dtype else wide.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = wide.astype(dtype)
+    _refuse_non_finite(array, datatype, what)
+    return array
 
 
 def _convert(
     datatype: Datatype, flat: list[Any], what: str, max_bytes_element: int
 ) -> np.ndarray[Any, Any]:
+    # Each check first tests the whole list at C speed (the types present, the extremes);
+    # only a list that fails it is walked in Python, to name the first bad element.
     if datatype is Datatype.BOOL:
-        for index, value in enumerate(flat):
-            if type(value) is not bool:
-                raise _bad_element(what, index, "a boolean (true or false)")
+        if not set(map(type, flat)) <= _BOOL:
+            for index, value in enumerate(flat):
+                if type(value) is not bool:
+                    raise _bad_element(what, index, "a boolean (true or false)")
         return np.array(flat, dtype=np.bool_)
     if datatype.is_integer:
-        limits = np.iinfo(datatype.numpy_dtype)
-        low, high = int(limits.min), int(limits.max)
-        for index, value in enumerate(flat):
-            if type(value) is not int or not low <= value <= high:
-                raise _bad_element(what, index, f"an integer in [{low}, {high}]")
+        low, high = _INT_RANGE[datatype]
+        if not (
+            set(map(type, flat)) <= _INT and (not flat or low <= min(flat) <= max(flat) <= high)
+        ):
+            for index, value in enumerate(flat):
+                if type(value) is not int or not low <= value <= high:
+                    raise _bad_element(what, index, f"an integer in [{low}, {high}]")
         return np.array(flat, dtype=datatype.numpy_dtype)
     if datatype.is_float:
-        for index, value in enumerate(flat):
-            if type(value) is not int and type(value) is not float:
-                raise _bad_element(what, index, "a number")
-        try:
-            wide = np.array(flat, dtype=np.float64)
-        except OverflowError as exc:
-            raise InputError(f"{what}: a number is too large for {datatype.value}") from exc
-        with np.errstate(over="ignore", invalid="ignore"):
-            array = wide.astype(datatype.numpy_dtype)
-        _refuse_non_finite(array, datatype, what)
-        return array
+        if not set(map(type, flat)) <= _NUMBER:
+            for index, value in enumerate(flat):
+                if type(value) is not int and type(value) is not float:
+                    raise _bad_element(what, index, "a number")
+        return _finite_floats(flat, datatype, what)
     array = np.empty(len(flat), dtype=object)
     for index, value in enumerate(flat):
         if type(value) is not str:

@@ -45,7 +45,7 @@ class Datatype(enum.StrEnum):
     @property
     def numpy_dtype(self) -> np.dtype[Any]:
         """The little-endian numpy dtype holding this datatype (object for BYTES)."""
-        return np.dtype(_NUMPY_DTYPES[self])
+        return _DTYPES[self]
 
     @property
     def itemsize(self) -> int | None:
@@ -55,12 +55,12 @@ class Datatype(enum.StrEnum):
     @property
     def is_integer(self) -> bool:
         """Whether this is a signed or unsigned integer datatype."""
-        return self.value.startswith(("INT", "UINT"))
+        return self in _INTEGERS
 
     @property
     def is_float(self) -> bool:
         """Whether this is a floating-point datatype (FP16, FP32, FP64)."""
-        return self.value.startswith("FP")
+        return self in _FLOATS
 
     @classmethod
     def parse(cls, value: object, *, what: str) -> Datatype:
@@ -91,6 +91,10 @@ _NUMPY_DTYPES: dict[Datatype, str] = {
     Datatype.FP64: "<f8",
     Datatype.BYTES: "O",
 }
+# Looked up on every request: built once rather than per call.
+_DTYPES = {datatype: np.dtype(code) for datatype, code in _NUMPY_DTYPES.items()}
+_INTEGERS = frozenset(d for d in Datatype if d.value.startswith(("INT", "UINT")))
+_FLOATS = frozenset(d for d in Datatype if d.value.startswith("FP"))
 
 
 def _check_name(name: object, *, what: str) -> str:
@@ -132,9 +136,13 @@ class TensorSpec:
 
     def matches_shape(self, shape: Sequence[int]) -> bool:
         """Whether a concrete ``shape`` fits this declaration (same rank, -1 dims free)."""
-        return len(shape) == len(self.shape) and all(
-            want in (-1, got) for want, got in zip(self.shape, shape, strict=True)
-        )
+        if len(shape) != len(self.shape):
+            return False
+        # A loop, not all(): twice as quick at these sizes, and this runs on every call.
+        for want, got in zip(self.shape, shape, strict=True):
+            if want != got and want != -1:
+                return False
+        return True
 
     def to_metadata(self) -> dict[str, object]:
         """The OIP ``$metadata_tensor`` object: name, datatype and shape."""
@@ -179,11 +187,17 @@ class ModelSignature:
 
     def input(self, name: str) -> TensorSpec | None:
         """The declared input called ``name``, or None."""
-        return next((spec for spec in self.inputs if spec.name == name), None)
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        return None
 
     def output(self, name: str) -> TensorSpec | None:
         """The declared output called ``name``, or None."""
-        return next((spec for spec in self.outputs if spec.name == name), None)
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        return None
 
     def to_metadata(
         self, name: str, versions: Sequence[str] = (), platform: str = ""

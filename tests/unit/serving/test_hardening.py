@@ -386,6 +386,50 @@ def test_arbitrary_float_arrays_are_served_or_refused_with_input_error(scores: n
     assert out.classes.shape[0] == scores.shape[0]
 
 
+#: Values where a check in Python could part from numpy's: zeros of either sign, the slack
+#: above 1 (compared in float32 by numpy), subnormals, NaN and infinities.
+EDGE_SCORES = [0.0, -0.0, 1.0, 1.0000005, 1.000001, 1.0000011, 1e-45, 5e-324, 2.0, -1e-9,
+               float("nan"), float("inf"), -float("inf")]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(1, 2).flatmap(
+        lambda n: st.lists(
+            st.lists(st.floats(0, 1) | st.sampled_from(EDGE_SCORES), min_size=3, max_size=3),
+            min_size=n,
+            max_size=n,
+        )
+    ),
+    dtype=st.sampled_from(["float16", "float32", "float64", "int64", "longdouble"]),
+    text=st.sampled_from(["full", "full,round=3", "top-k=2,round=1", "label"]),
+)
+def test_small_matrices_are_served_exactly_as_large_ones(
+    rows: list[list[float]], dtype: str, text: str
+) -> None:
+    """Up to 64 scores are checked in Python, more by numpy: both must agree to the bit."""
+    with np.errstate(all="ignore"):
+        small = np.array(rows).astype(dtype)
+    rows_served = len(small)
+
+    def outcome(scores: np.ndarray) -> object:
+        try:
+            tensors = served(text, scores).to_tensors()
+        except InputError as exc:
+            return exc.message
+        return {name: (t.dtype, t[:rows_served].tobytes()) for name, t in tensors.items()}
+
+    assert outcome(small) == outcome(np.tile(small, (30, 1)))
+
+
+def test_hardening_leaves_the_models_array_writable_and_unchanged() -> None:
+    scores = np.array([[0.25, 0.75]])
+    out = served("full", scores)
+    assert scores.flags.writeable
+    assert out.scores is not None
+    assert not np.shares_memory(out.scores, scores)
+
+
 # -- tiers ----------------------------------------------------------------------------------------
 
 

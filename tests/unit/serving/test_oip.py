@@ -201,6 +201,34 @@ def test_responses_that_do_not_fit_the_model_are_internal_errors(
         encode_infer_response("iris", None, None, outputs, signature=IRIS)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(width=32) | st.sampled_from([0.0, -0.0, 1e39, -1e308, 7e4, 2**62]),
+        min_size=1,
+        max_size=4,
+    ),
+    dtype=st.sampled_from(["float16", "float32", "float64", ">f8", "int32"]),
+    declared=st.sampled_from([Datatype.FP16, Datatype.FP32, Datatype.FP64, Datatype.INT64]),
+)
+def test_small_outputs_encode_exactly_as_large_ones(
+    values: list[float], dtype: str, declared: Datatype
+) -> None:
+    """Up to 64 values are checked for NaN in Python, more by numpy: both must agree."""
+    signature = ModelSignature(IRIS.inputs, (TensorSpec("o", declared, (-1, -1)),))
+    with np.errstate(all="ignore"):
+        small = np.array([values]).astype(dtype)
+
+    def encoded(array: np.ndarray[Any, Any]) -> object:
+        try:
+            body, _ = encode_infer_response("m", None, None, {"o": array}, signature=signature)
+        except InternalError as exc:
+            return exc.message
+        return [repr(value) for value in json.loads(body)["outputs"][0]["data"]][: len(values)]
+
+    assert encoded(small) == encoded(np.tile(small, (40, 1)))
+
+
 # -- the KServe / Triton documented request shapes -------------------------------------------
 
 DOC_MODEL = ModelSignature(
