@@ -16,14 +16,24 @@ a refused request consumes nothing. Two racing requests can both pass the test; 
 that then exceeds a limit refuses its request, but the hits it already made stay counted
 (a small overcount under races, never an undercount). The ``limits`` package reads the
 wall clock itself, so these calls take no ``now=``.
+
+Every request passes here, so the common case is kept cheap: the rules, storage keys and
+policy lists for a request's (principal or address, route, model) are prepared once and kept
+in a bounded table, and with the in-process store and the sliding window (the defaults) the
+limiter reads and updates the store's counters itself, in one pass per phase at one instant
+and under one lock, with the arithmetic of ``limits``' ``SlidingWindowCounterRateLimiter``
+over its ``MemoryStorage`` (:mod:`bastion.auth._ratelimit_memory`). Other stores and
+strategies go through ``limits``' strategies.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +51,7 @@ from limits.strategies import (
 )
 from limits.strategies import RateLimiter as LimitsStrategy
 
-from bastion.auth._ratelimit_memory import QuietMemoryStorage
+from bastion.auth._ratelimit_memory import Outcome, Plan, QuietMemoryStorage, Rule, slide
 from bastion.errors import HubUnavailableError, InputError, RateLimitedError
 
 __all__ = ["RateDecision", "RateLimiter", "RateLimits", "Strategy", "parse_limit"]
@@ -58,6 +68,10 @@ _MAX_PARTS: Final = 8
 _MAX_AMOUNT: Final = 1_000_000_000
 _MAX_WINDOW: Final = 366 * 86_400
 _MAX_ENTRIES: Final = 256
+#: Prepared requests a limiter keeps (callers choose the names: the table is cleared when
+#: full), and the longest name kept there.
+_MAX_PLANS: Final = 4096
+_MAX_PLAN_TEXT: Final = 256
 _PART = re.compile(r"\s*([0-9]{1,10})\s*(?:/|per)\s*([0-9]{1,7})?\s*([A-Za-z]{1,12})\s*", re.I)
 _ROUTE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 #: ``ns/model`` for the hub's routes, ``deployment:NAME`` for the gateway's.
@@ -233,7 +247,7 @@ class RateDecision:
             ("RateLimit-Limit", str(self.limit)),
             ("RateLimit-Remaining", str(self.remaining)),
             ("RateLimit-Reset", str(self.reset_after)),
-            ("RateLimit-Policy", ", ".join(f"{limit};w={window}" for limit, window in policies)),
+            ("RateLimit-Policy", _policy_text(policies)),
         ]
         if self.retry_after is not None:
             headers.append(("Retry-After", str(self.retry_after)))
@@ -254,7 +268,12 @@ class RateDecision:
         )
 
 
-_Rule = tuple[str, RateLimitItem, str]
+@functools.lru_cache(maxsize=1024)
+def _policy_text(policies: tuple[tuple[int, int], ...]) -> str:
+    """The ``RateLimit-Policy`` value: a limiter only ever builds a few distinct ones."""
+    return ", ".join(f"{limit};w={window}" for limit, window in policies)
+
+
 #: Past this many recently failing addresses, every login check asks the store.
 _MAX_FAILING = 100_000
 
@@ -301,6 +320,14 @@ class RateLimiter:
         self._swept: QuietMemoryStorage | None = None
         if isinstance(self._storage, QuietMemoryStorage):
             self._swept = self._storage
+        #: The store whose sliding-window counters this limiter works itself (see _slide):
+        #: only exactly our own memory store, whose methods no subclass has changed.
+        self._sliding: QuietMemoryStorage | None = None
+        if type(self._storage) is QuietMemoryStorage and config.strategy == "sliding-window":
+            self._sliding = self._storage
+        #: Held while working the sliding window or sweeping: sign-in runs in worker threads.
+        self._lock = threading.Lock()
+        self._plans: dict[tuple[str | None, str | None, str | None, str | None], Plan] = {}
         self._sweep_seconds = memory_sweep_seconds
         self._last_sweep = time.monotonic()
         self._anonymous = self._items("anonymous", config.anonymous)
@@ -315,10 +342,10 @@ class RateLimiter:
         self._login_memory = 2 * max(item.get_expiry() for _, item, _ in self._login)
         self._clean_login: RateDecision | None = None
         if self._swept is not None:  # the answer for an address that never failed
-            self._clean_login = self._decide(_bind(self._login, "none"), consume=False)
+            self._clean_login = self._decide(Plan(_bind(self._login, "none")), consume=False)
 
     @staticmethod
-    def _items(scope: str, text: str) -> tuple[_Rule, ...]:
+    def _items(scope: str, text: str) -> tuple[Rule, ...]:
         namespace = f"{_KEY_PREFIX}:{scope}"
         return tuple(
             (scope, type(item)(item.amount, item.multiples, namespace=namespace), "")
@@ -334,6 +361,22 @@ class RateLimiter:
         self, *, principal: str | None, source_ip: str, route: str | None, model: str | None
     ) -> RateDecision:
         """Test every limit that concerns this request, then count it if all allow."""
+        memo = (principal, source_ip if principal is None else None, route, model)
+        try:
+            plan = self._plans.get(memo)
+        except TypeError:  # an unhashable argument: building the plan says what is wrong
+            plan = None
+        if plan is None:
+            plan = Plan(self._rules(principal, source_ip, route, model))
+            if all(p is None or (type(p) is str and len(p) <= _MAX_PLAN_TEXT) for p in memo):
+                if len(self._plans) >= _MAX_PLANS:
+                    self._plans.clear()
+                self._plans[memo] = plan
+        return self._decide(plan, consume=True)
+
+    def _rules(
+        self, principal: str | None, source_ip: str, route: str | None, model: str | None
+    ) -> list[Rule]:
         if principal is None:
             subject = _source_id(source_ip)
             rules = _bind(self._anonymous, subject)
@@ -348,7 +391,7 @@ class RateLimiter:
         for name in (route, _ALL):
             if name is not None and name in self._quotas:
                 rules += _bind(self._quotas[name], subject)
-        return self._decide(rules, consume=True)
+        return rules
 
     def check_login_source(self, source_ip: str) -> RateDecision:
         """Whether this address may try to log in now (counts nothing).
@@ -361,20 +404,49 @@ class RateLimiter:
             last = self._failed.get(subject)
             if last is None or time.monotonic() - last > self._login_memory:
                 return self._clean_login
-        return self._decide(_bind(self._login, subject), consume=False)
+        return self._decide(Plan(_bind(self._login, subject)), consume=False)
 
     def hit_login_failure(self, source_ip: str) -> RateDecision:
         """Count a failed login from this address; the decision says whether it is now blocked."""
         subject = _source_id(source_ip)
         self._failed[subject] = time.monotonic()
-        return self._decide(_bind(self._login, subject), consume=True)
+        return self._decide(Plan(_bind(self._login, subject)), consume=True)
 
-    def _decide(self, rules: list[_Rule], *, consume: bool) -> RateDecision:
+    def _decide(self, plan: Plan, *, consume: bool) -> RateDecision:
         if self._swept and time.monotonic() - self._last_sweep >= self._sweep_seconds:
+            self._sweep(self._swept)
+        if self._sliding is not None:
+            with self._lock:
+                refused, views = slide(self._sliding, plan, consume, time.time())
+        else:
+            refused, views = self._through_strategy(plan.rules, consume)
+        if refused:
+            remaining, reset, chosen = max((v for v in views if v[2] in refused), key=_by_reset)
+            reset = retry_after = max(1, reset)
+        else:
+            remaining, reset, chosen = min(views, key=_by_room)
+            retry_after = None
+        scope, item, _ = plan.rules[chosen]
+        return RateDecision(
+            allowed=not refused,
+            limit=item.amount,
+            remaining=remaining,
+            reset_after=reset,
+            retry_after=retry_after,
+            scope=scope,
+            window=item.get_expiry(),
+            policies=plan.policies(chosen),
+        )
+
+    def _sweep(self, store: QuietMemoryStorage) -> None:
+        with self._lock:
             self._last_sweep = time.monotonic()
-            self._swept.sweep()
+            store.sweep()
             cutoff = self._last_sweep - self._login_memory
             self._failed = {k: at for k, at in self._failed.items() if at >= cutoff}
+
+    def _through_strategy(self, rules: tuple[Rule, ...], consume: bool) -> Outcome:
+        """Test, hit and read every rule through the ``limits`` strategy (any store)."""
         strategy = self._strategy
         try:
             refused = {i for i, (_, item, key) in enumerate(rules) if not strategy.test(item, key)}
@@ -397,32 +469,16 @@ class RateLimiter:
             )
             for i, stat in enumerate(stats)
         ]
-        if refused:
-            remaining, reset, chosen = max((v for v in views if v[2] in refused), key=_by_reset)
-            reset = retry_after = max(1, reset)
-        else:
-            remaining, reset, chosen = min(views, key=lambda v: (v[0], -v[1]))
-            retry_after = None
-        scope, item, _ = rules[chosen]
-        policies = [(item.amount, item.get_expiry())]
-        policies += sorted(
-            {(r[1].amount, r[1].get_expiry()) for r in rules}, key=lambda p: (p[1], p[0])
-        )
-        return RateDecision(
-            allowed=not refused,
-            limit=item.amount,
-            remaining=remaining,
-            reset_after=reset,
-            retry_after=retry_after,
-            scope=scope,
-            window=item.get_expiry(),
-            policies=tuple(dict.fromkeys(policies)),
-        )
+        return refused, views
 
 
 def _by_reset(view: tuple[int, int, int]) -> int:
     return view[1]
 
 
-def _bind(rules: tuple[_Rule, ...], key: str) -> list[_Rule]:
+def _by_room(view: tuple[int, int, int]) -> tuple[int, int]:
+    return view[0], -view[1]
+
+
+def _bind(rules: tuple[Rule, ...], key: str) -> list[Rule]:
     return [(scope, item, key) for scope, item, _ in rules]

@@ -14,13 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from limits.storage import MemoryStorage, RedisStorage, Storage, storage_from_string
 
 from bastion.auth._ratelimit import (
+    _MAX_PLANS,
     RateDecision,
     RateLimiter,
     RateLimits,
@@ -475,3 +477,136 @@ def test_generated_limits_read_back_exactly(amount: int, multiples: int, unit: s
     (item,) = parse_limit(f"{amount}/{multiples} {unit}s", where="x")
     seconds = {"second": 1, "minute": 60, "hour": 3600}[unit]
     assert (item.amount, item.get_expiry()) == (amount, multiples * seconds)
+
+
+# --- the in-process sliding window -----------------------------------------------------------
+
+
+class _LimitsPath(QuietMemoryStorage):
+    """The in-process store, but not exactly it: the limiter leaves it to ``limits``."""
+
+
+class _Clock:
+    """A wall clock that moves only when told; ``limits`` reads ``time.time`` itself."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_only_the_in_process_sliding_window_is_worked_directly() -> None:
+    store = QuietMemoryStorage()
+    assert RateLimiter(RateLimits(), storage=store)._sliding is store
+    assert RateLimiter(RateLimits())._sliding is not None
+    for other in (_LimitsPath(), MemoryStorage()):
+        assert RateLimiter(RateLimits(), storage=other)._sliding is None
+    for strategy in ("moving-window", "fixed-window"):
+        limiter = RateLimiter(RateLimits(strategy=strategy), storage=QuietMemoryStorage())
+        assert limiter._sliding is None
+
+
+_WINDOWS = st.builds("{}/{} seconds".format, st.integers(1, 6), st.sampled_from([1, 3, 10]))
+_LIMITS = _WINDOWS | st.builds("{};{}".format, _WINDOWS, _WINDOWS)
+_CONFIGS = st.fixed_dictionaries(
+    {
+        "anonymous": _LIMITS,
+        "principal": _LIMITS,
+        "login_failure_limit": _LIMITS,
+        "routes": st.dictionaries(st.just("a.b"), _LIMITS),
+        "models": st.dictionaries(st.sampled_from(["*", "acme/llm"]), _LIMITS),
+        "quotas": st.dictionaries(st.sampled_from(["*", "a.b"]), _LIMITS),
+    }
+)
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from([0, 0, 0, 0, 0.001, 0.4, 0.999, 1.3, 2.5, 6.1, 25]),  # seconds first
+        st.sampled_from(["check", "check", "check", "login-check", "login-failure"]),
+        st.sampled_from([None, "alice"]),
+        st.sampled_from(["192.0.2.1", "2001:db8::1"]),
+        st.sampled_from([None, "a.b", "*"]),  # "*" binds a "*" quota twice
+        st.sampled_from([None, "acme/llm", "acme/vision"]),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300)
+@given(
+    _CONFIGS,
+    _STEPS,
+    st.floats(1_700_000_000.01, 1_700_000_099.99),
+    st.sampled_from([0.0, 60.0]),
+)
+def test_the_direct_sliding_window_decides_as_limits_does(
+    settings: dict[str, Any], steps: list[Any], start: float, sweep: float
+) -> None:
+    config = RateLimits.from_dict(settings)
+    direct, through = QuietMemoryStorage(), _LimitsPath()
+    clock = _Clock(start)
+    with mock.patch("time.time", clock):
+        fast = RateLimiter(config, storage=direct, memory_sweep_seconds=sweep)
+        slow = RateLimiter(config, storage=through, memory_sweep_seconds=sweep)
+        assert fast._sliding is direct
+        assert slow._sliding is None
+        for wait, action, principal, ip, route, model in steps:
+            clock.now += wait
+            for_fast, for_slow = (
+                limiter.check(principal=principal, source_ip=ip, route=route, model=model)
+                if action == "check"
+                else limiter.check_login_source(ip)
+                if action == "login-check"
+                else limiter.hit_login_failure(ip)
+                for limiter in (fast, slow)
+            )
+            assert for_fast == for_slow
+            assert for_fast.headers() == for_slow.headers()
+    assert dict(direct.storage) == dict(through.storage)
+    assert direct.expirations == through.expirations
+
+
+def test_a_quota_bound_twice_counts_twice(make: MakeLimiter) -> None:
+    limiter = make(quotas={"*": "3/hour"})
+    first = request(limiter, route="*")
+    assert (first.allowed, first.remaining) == (True, 1)
+    second = request(limiter, route="*")
+    assert (second.allowed, second.scope, second.remaining) == (False, "quota:*", 0)
+
+
+def test_prepared_requests_are_bounded_and_long_names_are_not_kept() -> None:
+    limiter = RateLimiter(RateLimits(anonymous="5/second"))
+    _flood(limiter, _MAX_PLANS + 10)
+    assert 0 < len(limiter._plans) <= _MAX_PLANS
+    limiter._plans.clear()
+    assert request(limiter, "x" * 300).allowed
+    assert request(limiter, "alice", model="a/" + "b" * 300).allowed
+    assert not limiter._plans
+    assert request(limiter, "alice", model="a/b").allowed
+    assert len(limiter._plans) == 1
+
+
+def test_arguments_that_are_not_names_are_refused_as_before(make: MakeLimiter) -> None:
+    limiter = make()
+    for source in (["192.0.2.1"], 5, None):
+        with pytest.raises(InputError, match="source_ip must be a string"):
+            limiter.check(principal=None, source_ip=source, route=None, model=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        request(limiter, route=["a.b"])  # type: ignore[arg-type]
+
+
+def test_concurrent_requests_in_process_are_counted_exactly() -> None:
+    limiter = RateLimiter(RateLimits(anonymous="1000/hour"))
+    allowed = [0] * 4
+
+    def send(worker: int) -> None:
+        for _ in range(400):
+            allowed[worker] += anonymous(limiter).allowed
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(allowed) == 1000
+    assert anonymous(limiter).remaining == 0
