@@ -86,6 +86,10 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
+#: Built once: ``json.dumps`` with options builds a new encoder for every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default)
+
+
 def _encode(record: InferenceRecord) -> bytes:
     when = datetime.fromtimestamp(record.time, UTC).isoformat(timespec="microseconds")
     line = {
@@ -104,8 +108,7 @@ def _encode(record: InferenceRecord) -> bytes:
         "latency_ms": record.latency_ms,
         "output": record.output,
     }
-    text = json.dumps(line, separators=(",", ":"), allow_nan=False, default=_json_default)
-    return text.encode("ascii") + b"\n"
+    return _ENCODER.encode(line).encode("ascii") + b"\n"
 
 
 def _storage_error(exc: OSError, directory: Path) -> BastionError:
