@@ -45,9 +45,7 @@ def _body(rows: int = 1, features: int = 30) -> dict[str, Any]:
     }
 
 
-def _both(
-    http: httpx.Client, path: str, **kwargs: Any
-) -> tuple[httpx.Response, httpx.Response]:
+def _both(http: httpx.Client, path: str, **kwargs: Any) -> tuple[httpx.Response, httpx.Response]:
     headers = dict(kwargs.pop("headers", {}))
     gate = http.post(path, headers=headers, **kwargs)
     stack = http.post(path, headers={**headers, **OTHER_ORIGIN}, **kwargs)
@@ -79,9 +77,7 @@ def test_a_served_call_is_answered_as_the_route_answers(
     _same_answer(gate, stack)
 
 
-def test_each_refusal_is_answered_as_the_route_answers(
-    published: Published, deployed: str
-) -> None:
+def test_each_refusal_is_answered_as_the_route_answers(published: Published, deployed: str) -> None:
     path = f"/v2/models/{deployed}/infer"
     with httpx.Client(base_url=published.hub.url) as http:
         gate, stack = _both(http, path, json=_body())
