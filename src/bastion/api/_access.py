@@ -28,7 +28,8 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bastion.api._admission import PUBLIC_ROUTES, Admission, OverLimit, refuse, session_cookie
+from bastion.api._admission import PUBLIC_ROUTES, Admission, OverLimit, refuse
+from bastion.api._credentials import session_cookie
 from bastion.errors import BastionError
 
 __all__ = ["PUBLIC_ROUTES", "AccessMiddleware", "session_cookie"]
