@@ -40,7 +40,9 @@ from bastion.serving._worker_protocol import (
 
 logger = logging.getLogger("bastion.serving.worker")
 
-_READ_SIZE = 1 << 20
+#: os.read allocates the size asked before it reads: a 1 MiB buffer is mapped and unmapped on
+#: every call (25 µs a read here, against 1.4 µs for 64 KiB). Big frames take several reads.
+_READ_SIZE = 1 << 16
 _EXIT_PROTOCOL = 3
 
 
