@@ -91,6 +91,9 @@ class InferenceGate:
             self.admission.refused(scope, _ROUTE, params, exc)
             await refuse(scope, answered.send, exc, [])
             return
+        except Exception as exc:  # a failing store: answered as FastAPI's handler answers
+            await _failed(answered, exc)
+            return
         extra[:0] = [(k.lower().encode(), v.encode()) for k, v in state["rate_limit"]]
         headers = _Headers(
             (key.decode("latin-1"), value.decode("latin-1")) for key, value in scope["headers"]
@@ -109,10 +112,7 @@ class InferenceGate:
             await send_problem(answered.send, status, exc.code, detail, request_id=request_id)
             return
         except Exception as exc:
-            log.error("unexpected error", exc_info=exc)
-            state["error_code"] = "internal"
-            detail = "the hub failed; see its log"
-            await send_problem(answered.send, 500, "internal", detail, request_id=request_id)
+            await _failed(answered, exc)
             return
         start = [(b"content-length", str(len(answer.body)).encode())]
         start += [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
@@ -136,6 +136,15 @@ class InferenceGate:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+async def _failed(answered: _Answering, exc: Exception) -> None:
+    """Answer an unexpected failure: 500, logged with its traceback, no detail sent."""
+    log.error("unexpected error", exc_info=exc)
+    state = answered.scope["state"]
+    state["error_code"] = "internal"
+    detail = "the hub failed; see its log"
+    await send_problem(answered.send, 500, "internal", detail, request_id=state["request_id"])
 
 
 class _Answering:

@@ -140,6 +140,22 @@ def test_a_refusal_that_cannot_be_audited_is_answered_500(
     assert answer.headers["x-content-type-options"] == "nosniff"
 
 
+def test_an_unexpected_failure_is_a_500_problem_without_its_detail(
+    published: Published, deployed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(**_: Any) -> None:
+        raise RuntimeError("the counters' store is gone: secret detail")
+
+    monkeypatch.setattr(published.hub.services.limiter, "check", broken)
+    with httpx.Client(base_url=published.hub.url, headers=bearer(published.invoker)) as http:
+        gate, stack = _both(http, f"/v2/models/{deployed}/infer", json=_body())
+    problem = assert_problem(gate, 500, "internal")
+    assert "secret" not in gate.text
+    assert problem["detail"] == stack.json()["detail"]
+    assert gate.headers["x-content-type-options"] == "nosniff"
+    assert gate.headers["x-request-id"]
+
+
 def test_other_shapes_of_path_and_method_go_through_the_router(
     published: Published, deployed: str
 ) -> None:
