@@ -95,7 +95,8 @@ async def model_ready(deployment: str, request: Request, principal: Caller) -> d
 
 @router.post("/v2/models/{deployment}/infer", name="invoke")
 async def infer(deployment: str, request: Request, principal: Caller) -> Response:
-    """An inference (the access layer's fast path usually answers it before routing)."""
+    """An inference (the inference gate answers most before the application; this route serves
+    calls with an Origin header, which go through the full stack)."""
     body = await request.body()
     answer = await call_deployment(request, principal, deployment, body, request.headers)
     return Response(answer.body, headers=answer.headers)
