@@ -164,8 +164,6 @@ class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, *, hsts: bool, cors_origins: Sequence[str] = ()) -> None:
         self.app = app
         self.security = SecurityHeaders(hsts=hsts, cors_origins=cors_origins)
-        self.cors_origins = self.security.cors_origins
-        self._secured = self.security.secured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -174,7 +172,7 @@ class SecurityHeadersMiddleware:
         request_headers: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
         origins = [value for name, value in request_headers if name == b"origin"]
         origin = origins[0] if len(origins) == 1 else None
-        allowed = origin if origin in self.cors_origins else None
+        allowed = origin if origin in self.security.cors_origins else None
         if (
             scope["method"] == "OPTIONS"
             and origins
@@ -214,9 +212,8 @@ class SecurityHeadersMiddleware:
                 (b"access-control-max-age", str(CORS_MAX_AGE_SECONDS).encode()),
                 (b"content-length", b"0"),
             ]
-            await send(
-                {"type": "http.response.start", "status": 204, "headers": self._secured(headers)}
-            )
+            secured = self.security.secured(headers)
+            await send({"type": "http.response.start", "status": 204, "headers": secured})
             await send({"type": "http.response.body", "body": b""})
             return
         await self._forbidden(send, detail)
@@ -227,9 +224,8 @@ class SecurityHeadersMiddleware:
             (b"content-type", b"application/problem+json"),
             (b"content-length", str(len(body)).encode()),
         ]
-        await send(
-            {"type": "http.response.start", "status": 403, "headers": self._secured(headers)}
-        )
+        secured = self.security.secured(headers)
+        await send({"type": "http.response.start", "status": 403, "headers": secured})
         await send({"type": "http.response.body", "body": body})
 
 
