@@ -50,14 +50,16 @@ class _RequestIds:
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._used = 0
         self._lock = threading.Lock()  # ids are also made in worker threads
 
     def new(self) -> str:
         with self._lock:
-            if len(self._buffer) < 8:
-                self._buffer = os.urandom(4096)
-            taken, self._buffer = self._buffer[:8], self._buffer[8:]
-        return taken.hex()
+            if self._used + 8 > len(self._buffer):
+                self._buffer, self._used = os.urandom(4096), 0
+            start = self._used
+            self._used += 8
+        return self._buffer[start : start + 8].hex()
 
 
 _IDS = _RequestIds()
