@@ -76,23 +76,22 @@ class Datatype(enum.StrEnum):
         )
 
 
-_NUMPY_DTYPES: dict[Datatype, str] = {
-    Datatype.BOOL: "?",
-    Datatype.UINT8: "u1",
-    Datatype.UINT16: "<u2",
-    Datatype.UINT32: "<u4",
-    Datatype.UINT64: "<u8",
-    Datatype.INT8: "i1",
-    Datatype.INT16: "<i2",
-    Datatype.INT32: "<i4",
-    Datatype.INT64: "<i8",
-    Datatype.FP16: "<f2",
-    Datatype.FP32: "<f4",
-    Datatype.FP64: "<f8",
-    Datatype.BYTES: "O",
+#: Looked up on every request, so built once.
+_DTYPES: dict[Datatype, np.dtype[Any]] = {
+    Datatype.BOOL: np.dtype("?"),
+    Datatype.UINT8: np.dtype("u1"),
+    Datatype.UINT16: np.dtype("<u2"),
+    Datatype.UINT32: np.dtype("<u4"),
+    Datatype.UINT64: np.dtype("<u8"),
+    Datatype.INT8: np.dtype("i1"),
+    Datatype.INT16: np.dtype("<i2"),
+    Datatype.INT32: np.dtype("<i4"),
+    Datatype.INT64: np.dtype("<i8"),
+    Datatype.FP16: np.dtype("<f2"),
+    Datatype.FP32: np.dtype("<f4"),
+    Datatype.FP64: np.dtype("<f8"),
+    Datatype.BYTES: np.dtype("O"),
 }
-# Looked up on every request: built once rather than per call.
-_DTYPES = {datatype: np.dtype(code) for datatype, code in _NUMPY_DTYPES.items()}
 _INTEGERS = frozenset(d for d in Datatype if d.value.startswith(("INT", "UINT")))
 _FLOATS = frozenset(d for d in Datatype if d.value.startswith("FP"))
 
