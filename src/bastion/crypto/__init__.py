@@ -7,6 +7,7 @@ or an external KMS). See ``docs/encryption.md``.
 """
 
 from bastion.crypto._keyring import KeyManager, LocalKeyring, WrappedKey, rewrap
+from bastion.crypto._segment_reader import SegmentReader
 from bastion.crypto._segments import (
     DEFAULT_SEGMENT_SIZE,
     SegmentDecryptor,
@@ -25,6 +26,7 @@ __all__ = [
     "LocalKeyring",
     "SegmentDecryptor",
     "SegmentEncryptor",
+    "SegmentReader",
     "TlsMaterial",
     "WrappedKey",
     "ciphertext_size",

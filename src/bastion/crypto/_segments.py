@@ -176,6 +176,18 @@ class _Segments:
         except InvalidTag:
             raise _tampered(index, last) from None
 
+    def open_at(self, index: int, data: Bytes, *, last: bool) -> bytes:
+        """Open segment ``index`` out of order, for random access; the counter is untouched.
+
+        The caller must know which segment is the last: the flag is part of the nonce.
+        """
+        if not 0 <= index < MAX_SEGMENTS:
+            raise IntegrityError("the stream has more segments than the format allows")
+        try:
+            return self._aead.decrypt(_NONCE.pack(self._prefix, index, last), data, self.header)
+        except InvalidTag:
+            raise _tampered(index, last) from None
+
 
 def _tampered(index: int, last: bool) -> IntegrityError:
     where = "the last segment" if last else f"segment {index}"
