@@ -12,5 +12,16 @@ from bastion.scanning._convert import ConvertResult, convert
 from bastion.scanning._limits import Limits
 from bastion.scanning._report import Finding, ScanReport, Severity
 from bastion.scanning._scan import scan
+from bastion.scanning._tree import Tree, scan_tree
 
-__all__ = ["ConvertResult", "Finding", "Limits", "ScanReport", "Severity", "convert", "scan"]
+__all__ = [
+    "ConvertResult",
+    "Finding",
+    "Limits",
+    "ScanReport",
+    "Severity",
+    "Tree",
+    "convert",
+    "scan",
+    "scan_tree",
+]

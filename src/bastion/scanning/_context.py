@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from bastion.scanning._limits import Limits
+from bastion.scanning._neighbours import DISK, Neighbours
 from bastion.scanning._report import Finding, Scanned, Severity
 
 __all__ = ["Dispatch", "ScanContext", "describe_error", "join_member"]
@@ -36,14 +37,17 @@ class ScanContext:
     unpacked: int = 0
     """Bytes decompressed so far from this file, across all its members."""
     fs_path: str | None = None
-    """Where the file is on disk, when it is a regular file there (``None`` for bytes
-    that are not): readers of formats that name other files beside them (ONNX
-    external data) check those names against the real folder, for the file itself
-    only (``member`` is ``None``), never for a container's members."""
+    """Where the file is among ``neighbours``, when it is a regular file there (``None``
+    for bytes that are not): readers of formats that name other files beside them (ONNX
+    external data) check those names against that folder, for the file itself only
+    (``member`` is ``None``), never for a container's members. On disk it is the file's
+    path; in a scanned tree it is ``"/" + name``, a path that only ``neighbours`` reads."""
+    neighbours: Neighbours = DISK
+    """The folder that ``fs_path`` is in: the disk, or a virtual tree's files."""
     raw_files: set[str] = field(default_factory=set)
-    """Real paths of files beside this one that a model reads as raw bytes (ONNX
-    external data that passed its checks): the folder walk reports them as such
-    rather than as an unknown format."""
+    """Real paths (``neighbours.realpath``) of files beside this one that a model reads
+    as raw bytes (ONNX external data that passed its checks): the folder walk reports
+    them as such rather than as an unknown format."""
     raw_data: dict[str, str] = field(default_factory=dict)
     """Real paths of other raw data files beside this one that it declares and that
     passed its checks (tensor-bundle data shards), mapped to the format the folder

@@ -7,8 +7,9 @@ CVE-2024-27318). Operators from a domain other than ONNX's own need a custom-op
 library, which is native code. The model is read with a bounded protobuf reader
 (:mod:`bastion.scanning._protobuf`); tensor bytes are skipped, never decoded.
 
-A location is checked as a string everywhere. For an ONNX file that is itself on
-disk (not a container member), it is also walked in the model's real folder,
+A location is checked as a string everywhere. For an ONNX file that is itself a file
+of the folder scanned (not a container member), it is also walked in the model's folder
+(on disk, or the virtual folder of a scanned tree: ``ScanContext.neighbours``),
 component by component and without following anything: a symbolic link, a file
 with several hard links (the same bytes as a file elsewhere, CVE-2024-27318,
 GHSA-cmw6-hcpp-c6jp) or a special file is a finding, and so is a location that
@@ -200,7 +201,7 @@ def _report_locations(ctx: ScanContext, model: _Model, member: str | None) -> No
 def _check_on_disk(
     ctx: ScanContext, folder: str, location: str
 ) -> tuple[str, Severity, str] | None:
-    """Walk ``location`` down from ``folder`` without following links.
+    """Walk ``location`` down from ``folder`` without following links (``ctx.neighbours``).
 
     Returns (rule, severity, why) for a location a loader would refuse or that reads
     something other than a plain file of the model's own; ``None`` when it names a
@@ -213,7 +214,7 @@ def _check_on_disk(
             continue
         current = os.path.join(current, part)
         try:
-            st = os.lstat(current)
+            st = ctx.neighbours.lstat(current)
         except (FileNotFoundError, NotADirectoryError):
             return (
                 "onnx.external-data-missing",
@@ -224,8 +225,9 @@ def _check_on_disk(
         except OSError as exc:
             return ("onnx.external-data", Severity.MEDIUM, f"cannot be checked ({exc.strerror})")
         if stat.S_ISLNK(st.st_mode):
-            target = os.path.realpath(current)
-            if os.path.commonpath([target, os.path.realpath(folder)]) != os.path.realpath(folder):
+            target = ctx.neighbours.realpath(current)
+            real_folder = ctx.neighbours.realpath(folder)
+            if os.path.commonpath([target, real_folder]) != real_folder:
                 return (
                     "onnx.external-data",
                     Severity.HIGH,
@@ -252,7 +254,7 @@ def _check_on_disk(
             f"has {st.st_nlink} hard links: its bytes may be those of a file outside the "
             "model's folder (GHSA-cmw6-hcpp-c6jp); onnx refuses it",
         )
-    ctx.raw_files.add(os.path.realpath(current))
+    ctx.raw_files.add(ctx.neighbours.realpath(current))
     return None
 
 

@@ -11,18 +11,21 @@ unknown format.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from bastion.errors import InputError, PathNotFoundError
 from bastion.scanning._context import ScanContext
 from bastion.scanning._dispatch import dispatch
 from bastion.scanning._limits import Limits
+from bastion.scanning._neighbours import DISK, Neighbours
 from bastion.scanning._report import Finding, Scanned, ScanReport, Severity
 
-__all__ = ["scan"]
+__all__ = ["Opener", "claim_raw_files", "scan", "scan_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +66,27 @@ def scan(
         on_disk[name] = fs_path
         raw_files.update(_scan_file(report, name, fs_path, flags, limits))
     if raw_files:
-        _claim_raw_files(report, on_disk, raw_files)
+        claim_raw_files(report, on_disk, raw_files, DISK)
     return report
 
 
-def _claim_raw_files(
-    report: ScanReport, on_disk: dict[str, str], raw_files: dict[str, str]
+def claim_raw_files(
+    report: ScanReport,
+    on_disk: dict[str, str],
+    raw_files: dict[str, str],
+    neighbours: Neighbours,
 ) -> None:
     """Turn "unrecognised format" into "scanned as raw data" (``raw_files`` maps real
     paths to formats) for the files that some model of this scan reads as raw tensor
-    bytes (ONNX external data, tensor-bundle shards; already checked there)."""
+    bytes (ONNX external data, tensor-bundle shards; already checked there).
+    ``on_disk`` maps shown names to their paths among ``neighbours``."""
     unknown = {
         f.path for f in report.findings if f.rule_id == "scan.unknown-format" and f.member is None
     }
     claimed = {
-        name for name in unknown if name in on_disk and os.path.realpath(on_disk[name]) in raw_files
+        name
+        for name in unknown
+        if name in on_disk and neighbours.realpath(on_disk[name]) in raw_files
     }
     if not claimed:
         return
@@ -87,7 +96,7 @@ def _claim_raw_files(
         if not (f.rule_id == "scan.unknown-format" and f.member is None and f.path in claimed)
     ]
     report.scanned.extend(
-        Scanned(path=name, format=raw_files[os.path.realpath(on_disk[name])])
+        Scanned(path=name, format=raw_files[neighbours.realpath(on_disk[name])])
         for name in sorted(claimed)
     )
 
@@ -155,34 +164,62 @@ def _walk(root: str, report: ScanReport, include_git: bool) -> Iterator[tuple[st
                 )
 
 
+#: Opens the file that a context is for; or records on it why not, and returns ``None``.
+Opener = Callable[[ScanContext], BinaryIO | None]
+
+
+def scan_file(
+    report: ScanReport,
+    name: str,
+    opener: Opener,
+    *,
+    fs_path: str,
+    neighbours: Neighbours,
+    limits: Limits,
+) -> dict[str, str]:
+    """Scan one file of a folder into ``report``, by content; returns the raw data files
+    it was found to read (real path among ``neighbours`` -> the format to list them as).
+
+    The one step that a disk folder and a virtual tree share: only opening differs.
+    """
+    logger.debug("scanning %s", name)
+    ctx = ScanContext(
+        path=name, limits=limits, dispatch=dispatch, fs_path=fs_path, neighbours=neighbours
+    )
+    stream = opener(ctx)
+    if stream is not None:
+        with stream:
+            ctx.nested(stream, None, 0)
+    report.findings.extend(ctx.findings)
+    report.scanned.extend(ctx.scanned)
+    return {**dict.fromkeys(ctx.raw_files, "onnx-external-data"), **ctx.raw_data}
+
+
 def _scan_file(
     report: ScanReport, name: str, fs_path: str, flags: int, limits: Limits
 ) -> dict[str, str]:
-    """Scan one file into ``report``; returns the raw data files it was found to read
-    (real path -> the format to list them as)."""
-    logger.debug("scanning %s", name)
-    ctx = ScanContext(path=name, limits=limits, dispatch=dispatch, fs_path=fs_path)
+    opener = functools.partial(_open_on_disk, fs_path, flags)
+    return scan_file(report, name, opener, fs_path=fs_path, neighbours=DISK, limits=limits)
+
+
+def _open_on_disk(fs_path: str, flags: int, ctx: ScanContext) -> BinaryIO | None:
     try:
         fd = os.open(fs_path, os.O_RDONLY | os.O_CLOEXEC | _NONBLOCK | flags)
     except OSError as exc:
         ctx.incomplete(f"cannot open ({exc.strerror}); not scanned", format="unknown", member=None)
-    else:
-        # Checked before wrapping: fdopen itself raises on a folder swapped in after the walk.
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            _add(
-                report,
-                "scan.special-file",
-                Severity.MEDIUM,
-                name,
-                "not a regular file; not read",
-            )
-        else:
-            with os.fdopen(fd, "rb") as stream:
-                ctx.nested(stream, None, 0)
-    report.findings.extend(ctx.findings)
-    report.scanned.extend(ctx.scanned)
-    return {**dict.fromkeys(ctx.raw_files, "onnx-external-data"), **ctx.raw_data}
+        return None
+    # Checked before wrapping: fdopen itself raises on a folder swapped in after the walk.
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        ctx.add(
+            "scan.special-file",
+            Severity.MEDIUM,
+            "not a regular file; not read",
+            format="file",
+            member=None,
+        )
+        return None
+    return os.fdopen(fd, "rb")
 
 
 def _add(report: ScanReport, rule: str, severity: Severity, path: str, message: str) -> None:

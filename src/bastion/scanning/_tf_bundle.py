@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from bastion.scanning._context import ScanContext
+from bastion.scanning._neighbours import Neighbours, lexists
 from bastion.scanning._protobuf import I32, LEN, VARINT, ProtobufError, ProtobufReader
 from bastion.scanning._report import Severity
 
@@ -242,7 +243,8 @@ def _read_bundle(table: _Table) -> _Bundle:
 
 
 def scan_tf_bundle(ctx: ScanContext, stream: BinaryIO, member: str | None) -> None:
-    """Read the bundle index in ``stream``; check the data shards beside it on disk."""
+    """Read the bundle index in ``stream``; check the data shards beside it (on disk, or
+    in the scanned tree: ``ctx.neighbours``)."""
     start = stream.tell()
     size = stream.seek(0, io.SEEK_END) - start
     table = _Table(stream, start, size)
@@ -279,20 +281,22 @@ def _check_shards(ctx: ScanContext, bundle: _Bundle, prefix: str) -> None:
     for shard in range(bundle.num_shards):
         path = f"{prefix}.data-{shard:05d}-of-{bundle.num_shards:05d}"
         need, tensor = bundle.needs.get(shard, (0, ""))
-        if not need and not os.path.lexists(path):
+        if not need and not lexists(ctx.neighbours, path):
             continue  # declared, but no tensor reads it
-        problem = _shard_problem(path, need, tensor)
+        problem = _shard_problem(ctx.neighbours, path, need, tensor)
         if problem is None:
-            ctx.raw_data[os.path.realpath(path)] = DATA_FORMAT
+            ctx.raw_data[ctx.neighbours.realpath(path)] = DATA_FORMAT
         elif shown < _SHOWN:
             shown += 1
             name = os.path.basename(path)
             _data_finding(ctx, problem[0], f"data shard {name!r} {problem[1]}", None)
 
 
-def _shard_problem(path: str, need: int, tensor: str) -> tuple[str, str] | None:
+def _shard_problem(
+    neighbours: Neighbours, path: str, need: int, tensor: str
+) -> tuple[str, str] | None:
     try:
-        st = os.lstat(path)
+        st = neighbours.lstat(path)
     except FileNotFoundError:
         return "tf-bundle.data-file", "is missing: the model does not load as shipped"
     except OSError as exc:
