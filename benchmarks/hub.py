@@ -758,12 +758,12 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
         "ends with cp -r",
         "Bastion: bastion serve, TLS (its generated CA) on 127.0.0.1, SQLite; Client.push with "
         "the existing signature (hash + encrypt + write, then commit: digests, signature, "
-        "decrypt to staging and scan), Client.pull (decrypt, hash, verify, rename)",
+        "a scan of the stored blobs in place), Client.pull (decrypt, hash, verify, rename)",
         "MLflow: mlflow server --serve-artifacts, plain HTTP (it serves no TLS), its default "
         f"workers; httpx PUT/GET /api/2.0/mlflow-artifacts/artifacts/<path>, {SDK_CHUNK // MIB} "
         "MiB chunks as Bastion's client; nothing hashed or encrypted",
-        "durability: Bastion fsyncs every stored blob before answering its upload; MLflow "
-        "writes a temporary file and renames it, without fsync",
+        "durability: Bastion fsyncs every stored blob (and its folder) before answering the "
+        "commit; MLflow writes a temporary file and renames it, without fsync",
         "MB/s = 10^6 bytes of model per second of the whole transfer; ratio = Bastion MB/s / "
         "MLflow MB/s; cp: one cp -r of the folder per round, the same figure on both rows",
     ]

@@ -1,8 +1,7 @@
 """Starting the hub: open the data folder, recover, bootstrap an admin, serve over TLS.
 
 The data folder holds everything: ``hub.sqlite`` (unless a PostgreSQL URL is
-configured), ``store/`` (encrypted blobs), ``staging/`` (the scan's plaintext,
-emptied at start), ``keyring.json`` (key-encryption keys, mode 0600),
+configured), ``store/`` (encrypted blobs), ``keyring.json`` (key-encryption keys, mode 0600),
 ``audit-key.pem`` (the audit checkpoint signing key, 0600) and ``tls/``.
 """
 
@@ -10,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,10 @@ def open_services(settings: ServerSettings, *, hasher: PasswordHasher | None = N
             raise
         keyring = LocalKeyring.create(keyring_path)
     limits = HubLimits(max_version_bytes=settings.max_version_bytes)
-    hub = Hub(db, LocalBlobStore(data / "store"), keyring, data / "staging", limits)
+    # Earlier versions decrypted each version into staging/ for its scan; a folder
+    # left there by a crash would hold plaintext.
+    shutil.rmtree(data / "staging", ignore_errors=True)
+    hub = Hub(db, LocalBlobStore(data / "store"), keyring, limits)
     publisher = Publisher(hub)
     dropped = publisher.recover()
     if dropped:

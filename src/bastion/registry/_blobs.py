@@ -4,6 +4,10 @@ Blob ids are made by the hub (random hex), never taken from a request, so no
 caller-supplied name is ever joined to a path. A blob is written under
 ``partial/`` and renamed into ``blobs/`` only when complete: a crash leaves
 only partial files, which :meth:`LocalBlobStore.sweep_partial` removes at start-up.
+Completing a blob does not wait for the disk: :meth:`BlobStore.sync` makes a
+version's blobs durable at its commit, in one pass, so an upload goes on to the
+next file while the disk writes the last one. (An upload that never commits does
+not survive a restart, so nothing is lost by not syncing it earlier.)
 An S3-compatible store implements the same protocol.
 """
 
@@ -13,6 +17,7 @@ import errno
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -46,6 +51,7 @@ class BlobStore(Protocol):
     def delete(self, blob_id: str) -> None: ...
     def exists(self, blob_id: str) -> bool: ...
     def sweep_partial(self) -> int: ...
+    def sync(self, blob_ids: Iterable[str]) -> None: ...
 
 
 def _disk_error(exc: OSError) -> Exception:
@@ -84,8 +90,8 @@ class _LocalWriter:
             self._flushed = self._written
 
     def commit(self) -> None:
+        """Complete the blob under its final name (durable once :meth:`LocalBlobStore.sync` ran)."""
         try:
-            os.fsync(self._file.fileno())
             self._file.close()
             self._open = False
             self._final.parent.mkdir(mode=0o700, exist_ok=True)
@@ -135,6 +141,21 @@ class LocalBlobStore:
     def exists(self, blob_id: str) -> bool:
         return self._path(blob_id).is_file()
 
+    def sync(self, blob_ids: Iterable[str]) -> None:
+        """Wait until these complete blobs, and the names that lead to them, are on disk."""
+        folders = {self._blobs}
+        try:
+            for blob_id in blob_ids:
+                path = self._path(blob_id)
+                _fsync(path, os.O_RDONLY)
+                folders.add(path.parent)
+            for folder in sorted(folders, reverse=True):  # each blob's folder, then blobs/
+                _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise NotFoundError("a stored file is missing from the blob store") from None
+        except OSError as exc:
+            raise _disk_error(exc) from exc
+
     def sweep_partial(self) -> int:
         """Remove what interrupted writes left behind; the number of files removed."""
         removed = 0
@@ -142,3 +163,11 @@ class LocalBlobStore:
             entry.unlink(missing_ok=True)
             removed += 1
         return removed
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

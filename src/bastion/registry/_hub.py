@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from bastion.crypto import KeyManager
 from bastion.db import Database
@@ -36,6 +35,5 @@ class Hub:
     db: Database
     blobs: BlobStore
     keys: KeyManager
-    staging: Path
     limits: HubLimits = field(default_factory=HubLimits)
     now: Callable[[], datetime] = _utcnow

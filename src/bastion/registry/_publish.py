@@ -5,9 +5,10 @@
    declared files must be exactly the files the signature covers.
 2. Each file streams through an :class:`UploadSink` (hashed, encrypted, written).
 3. :meth:`Publisher.commit` moves the version to ``verifying`` with a
-   conditional update, so a racing second commit gets a conflict, then runs
-   admission (:mod:`bastion.registry._admission`): the version ends
-   ``published`` or ``quarantined``; it is immutable either way.
+   conditional update, so a racing second commit gets a conflict, waits until its
+   blobs are on disk (a failure there drops the upload), then runs admission
+   (:mod:`bastion.registry._admission`): the version ends ``published`` or
+   ``quarantined``; it is immutable either way.
 
 An upload that is aborted, expires, or is interrupted by a restart leaves no
 version behind: its row and blobs are removed.
@@ -41,7 +42,6 @@ from bastion.registry._blobs import new_blob_id
 from bastion.registry._catalog import check_policy, get_namespace
 from bastion.registry._hub import Hub
 from bastion.registry._names import check_file_path, check_name, check_version
-from bastion.registry._staging import remove_staging
 from bastion.registry._uploads import StoredFile, UploadSink
 from bastion.signing import read_signature, signed_files
 from bastion.signing._bundle import MAX_BUNDLE_BYTES
@@ -241,6 +241,7 @@ class Publisher:
                     "this upload is being committed or was committed already "
                     f"(state: {version.state})"
                 )
+        self._make_durable(upload_id, [f.blob_id for f in files])
         try:
             verdict = admit(self.hub, upload_id)
         except BaseException:
@@ -252,6 +253,21 @@ class Publisher:
                 )
             raise
         return self._record(upload_id, verdict)
+
+    def _make_durable(self, upload_id: str, blob_ids: list[str]) -> None:
+        """Wait for the disk before the version can be published. The files went to the
+        disk without waiting as they arrived; one that cannot be made durable now may
+        have lost data the kernel already dropped, so the upload is dropped with it."""
+        try:
+            self.hub.blobs.sync(blob_ids)
+        except BaseException:
+            with self.hub.db.session() as s:
+                version = s.scalars(
+                    select(VersionRow).where(VersionRow.upload_id == upload_id)
+                ).first()
+                if version is not None and version.state == "verifying":
+                    self._drop(s, version)
+            raise
 
     def _record(self, upload_id: str, verdict: Verdict) -> dict[str, Any]:
         with self.hub.db.session() as s:
@@ -293,7 +309,7 @@ class Publisher:
             return len(stale)
 
     def recover(self) -> int:
-        """At start-up: no upload survives a restart, partial blobs and staging are removed."""
+        """At start-up: no upload survives a restart, and partial blobs are removed."""
         with self.hub.db.session() as s:
             stale = s.scalars(
                 select(VersionRow).where(VersionRow.state.in_(("uploading", "verifying")))
@@ -301,15 +317,9 @@ class Publisher:
             for v in stale:
                 self._drop(s, v)
         self.hub.blobs.sweep_partial()
-        if self.hub.staging.exists():
-            import shutil
-
-            for entry in self.hub.staging.iterdir():
-                shutil.rmtree(entry, ignore_errors=True)
         return len(stale)
 
     def _drop(self, s: Session, version: VersionRow) -> None:
-        remove_staging(self.hub.staging, version.upload_id)
         files = s.scalars(select(FileRow).where(FileRow.version_id == version.id)).all()
         for f in files:
             self.hub.blobs.delete(f.blob_id)

@@ -2,8 +2,8 @@
 
 Nothing is buffered beyond the chunk in hand and one encryption segment, so
 memory stays flat in the file's size. The file gets its own data key, wrapped
-by the key-encryption key at once; the plaintext never touches the disk here
-(the admission scan decrypts into a staging folder, see ``_staging.py``).
+by the key-encryption key at once; the plaintext never touches the disk (the
+admission scan reads the blob in place, see ``_stored_tree.py``).
 """
 
 from __future__ import annotations

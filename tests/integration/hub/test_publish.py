@@ -219,26 +219,43 @@ def test_a_malicious_pickle_signed_by_a_trusted_key_is_quarantined(
     assert {f["path"] for f in findings} == {"model.pkl"}
     assert shown["scan"]["max_severity"] == "critical"
     assert any("system" in f["message"] for f in findings)
-    assert str(hub.data_dir) not in str(shown["scan"])  # no staging path leaks out
+    assert str(hub.data_dir) not in str(shown["scan"])  # no server path leaks out
     _assert_never_served(http, admin, "med/evil@1.0.0", tmp_path / "pulled")
     with pytest.raises(bastion.ConflictError):
         admin.push(evil, "med/evil@1.0.0", key=signing_key)
     assert admin.show("med/evil@1.0.0")["state"] == "quarantined"
 
 
-def test_staging_is_empty_after_every_commit(
-    hub: RunningHub, admin: Client, med: str, signing_key: bastion.PrivateKey, tmp_path: Path
+@pytest.mark.parametrize("malicious", [False, True])
+def test_a_commit_writes_no_file(
+    hub: RunningHub,
+    http: httpx.Client,
+    med: str,
+    signing_key: bastion.PrivateKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    malicious: bool,
 ) -> None:
-    staging = hub.data_dir / "staging"
+    """Admission scans the stored blobs in place: no plaintext is written for the scan,
+    for a version that is published or one that is quarantined."""
+    folder = _malicious_model(tmp_path / "m") if malicious else write_safe_model(tmp_path / "m")
+    signed = sign_beside(folder, signing_key)
+    upload = open_upload(http, "med/xray", "1.0.0", signed)
+    for name in signed.files:
+        assert put_file(http, upload, name, (folder / name).read_bytes()).is_success
 
-    def staged() -> list[Path]:
-        return list(staging.rglob("*")) if staging.exists() else []
+    written: list[str] = []
+    real_open = os.open
 
-    admin.push(write_safe_model(tmp_path / "good"), "med/good@1.0.0", key=signing_key)
-    assert staged() == []
-    with pytest.raises(bastion.QuarantinedError):
-        admin.push(_malicious_model(tmp_path / "evil"), "med/evil@1.0.0", key=signing_key)
-    assert staged() == []
-    with pytest.raises(bastion.QuarantinedError):
-        admin.push(tmp_path / "good", "med/other@1.0.0", key=bastion.generate_key("ed25519"))
-    assert staged() == []
+    def recording_open(path: str | os.PathLike[str], flags: int, *args: object) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            written.append(os.fspath(path))
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", recording_open)
+    response = http.post(f"/api/v1/uploads/{upload}/commit")
+    monkeypatch.undo()
+    assert response.status_code == (422 if malicious else 200), response.text
+    data_dir = str(hub.data_dir.resolve())
+    assert [w for w in written if os.path.realpath(w).startswith(data_dir)] == []
+    assert not (hub.data_dir / "staging").exists()

@@ -27,7 +27,14 @@ from bastion.client import Client
 from bastion.crypto import WrappedKey
 from bastion.db import FileRow
 from bastion.registry import LocalBlobStore
-from tests.integration.hub.conftest import RunningHub, assert_problem, write_safe_model
+from tests.integration.hub.conftest import (
+    RunningHub,
+    assert_problem,
+    open_upload,
+    put_file,
+    sign_beside,
+    write_safe_model,
+)
 
 MARKER = b"BASTION-PLAINTEXT-MARKER-5f1c9e"
 
@@ -66,7 +73,8 @@ def test_nothing_on_disk_holds_plaintext(
     (model / "notes.txt").write_bytes(MARKER * 50)
     weights = (model / "model.safetensors").read_bytes()
     admin.push(model, "med/xray@1.0.0", key=signing_key)
-    # A quarantined version's bytes were decrypted for the scan, then removed.
+    # Admission scans the stored blobs in place: not even a quarantined version's
+    # bytes are decrypted to disk for it.
     evil = tmp_path / "evil"
     evil.mkdir()
     (evil / "notes.txt").write_bytes(MARKER * 50)
@@ -76,6 +84,7 @@ def test_nothing_on_disk_holds_plaintext(
     with pytest.raises(bastion.QuarantinedError):
         admin.push(evil, "med/evil@1.0.0", key=signing_key)
 
+    assert not (hub.data_dir / "staging").exists()
     on_disk = [p for p in hub.data_dir.rglob("*") if p.is_file()]
     blobs = [p for p in on_disk if "blobs" in p.parts]
     assert len(blobs) == 6  # every file of both versions is stored, encrypted
@@ -282,8 +291,6 @@ def test_a_full_disk_answers_507_and_keeps_nothing(
             admin.show("med/xray@1.0.0")
         left = [p for p in (hub.data_dir / "store").rglob("*") if p.is_file()]
         assert left == []
-        staging = hub.data_dir / "staging"
-        assert not staging.exists() or list(staging.iterdir()) == []
 
         # The space is free again: a model that fits is published.
         small = write_safe_model(tmp_path / "small", seed=1)
@@ -295,6 +302,75 @@ def test_a_full_disk_answers_507_and_keeps_nothing(
     ) as h:
         lines = h.get("/api/v1/audit/entries").text.splitlines()
     assert any('"storage_full"' in line and '"upload.file"' in line for line in lines)
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_blob_damaged_before_its_commit_quarantines_the_version(
+    hub: RunningHub,
+    admin: Client,
+    http: httpx.Client,
+    med: str,
+    signing_key: bastion.PrivateKey,
+    tmp_path: Path,
+    where: str,
+) -> None:
+    """The scan reads the stored bytes; one that fails authentication there is a reason
+    to quarantine, whatever the scan threshold: a scan of damaged bytes proves nothing."""
+    signed = sign_beside(write_safe_model(tmp_path / "model", size=600), signing_key)
+    upload = open_upload(http, "med/xray", "1.0.0", signed)
+    for name in signed.files:
+        assert put_file(http, upload, name, (signed.folder / name).read_bytes()).is_success
+    [(blob_id, _)] = [v for k, v in _stored_files(hub).items() if k.endswith(":model.safetensors")]
+    blob = _blob_path(hub, blob_id)
+    data = bytearray(blob.read_bytes())
+    data[100 if where == "first" else -30] ^= 0x01  # the safetensors header, or the last segment
+    blob.write_bytes(bytes(data))
+
+    response = http.post(f"/api/v1/uploads/{upload}/commit")
+    assert_problem(response, 422, "version_quarantined")
+    shown = admin.show("med/xray@1.0.0")
+    assert shown["state"] == "quarantined"
+    assert any(
+        r.startswith("storage: 'model.safetensors' cannot be read back") for r in shown["reasons"]
+    ), shown["reasons"]
+
+
+class _FailingSyncStore(LocalBlobStore):
+    """A store whose disk reports a write error when a commit waits for it, once."""
+
+    failures = 1
+
+    def sync(self, blob_ids: Any) -> None:
+        if type(self).failures:
+            type(self).failures -= 1
+            raise bastion.StorageFullError(
+                "the hub's blob store is out of disk space; nothing was kept"
+            )
+        super().sync(blob_ids)
+
+
+def test_a_commit_whose_blobs_cannot_reach_the_disk_keeps_nothing(
+    tmp_path: Path,
+    hub_with: Callable[..., RunningHub],
+    monkeypatch: pytest.MonkeyPatch,
+    signing_key: bastion.PrivateKey,
+) -> None:
+    """Files are written without waiting for the disk as they arrive; the commit waits.
+    When that fails, the data may already be lost, so the upload is dropped, not retried."""
+    monkeypatch.setattr(_FailingSyncStore, "failures", 1)
+    monkeypatch.setattr("bastion.api._server.LocalBlobStore", _FailingSyncStore)
+    hub = hub_with()
+    model = write_safe_model(tmp_path / "model")
+    with hub.client() as admin:
+        admin.create_namespace("med", bastion.TrustPolicy.for_keys([signing_key.public_key]))
+        with pytest.raises(bastion.StorageFullError, match="disk space"):
+            admin.push(model, "med/xray@1.0.0", key=signing_key)
+        with pytest.raises(bastion.NotFoundError):
+            admin.show("med/xray@1.0.0")
+        assert [p for p in (hub.data_dir / "store").rglob("*") if p.is_file()] == []
+        # Nothing is stuck half-committed: the same version can be pushed again.
+        assert admin.push(model, "med/xray@1.0.0", key=signing_key)["state"] == "published"
+        admin.pull("med/xray@1.0.0", tmp_path / "pulled")
 
 
 def test_the_hub_signs_checkpoints_on_its_own_when_entries_are_added(

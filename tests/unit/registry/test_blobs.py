@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from pathlib import Path
 
@@ -63,3 +64,33 @@ def test_blob_ids_are_never_taken_as_paths(tmp_path: Path, bad: str) -> None:
 def test_a_full_disk_is_a_storage_full_error() -> None:
     assert isinstance(_disk_error(OSError(errno.ENOSPC, "No space left")), StorageFullError)
     assert isinstance(_disk_error(OSError(errno.EIO, "I/O error")), InternalError)
+
+
+def test_sync_waits_for_each_blob_and_the_folders_that_name_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlobStore(tmp_path)
+    blobs = [new_blob_id() for _ in range(3)]
+    for blob in blobs:
+        writer = store.writer(blob)
+        writer.write(blob.encode())
+        writer.commit()
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store.sync(blobs)
+    root = tmp_path.resolve() / "blobs"
+    expected = {str(root / b[:2] / b) for b in blobs}
+    expected |= {str(root / b[:2]) for b in blobs} | {str(root)}
+    assert set(synced) == expected
+    assert synced.index(str(root)) == len(synced) - 1  # the top folder last
+
+
+def test_sync_of_a_missing_blob_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        LocalBlobStore(tmp_path).sync([new_blob_id()])

@@ -1,0 +1,74 @@
+"""A version's stored files as a folder the scanner reads in place, without any plaintext on disk.
+
+Each file is opened as a :class:`~bastion.crypto.SegmentReader` over its encrypted
+blob: the scanner seeks and reads, and only the segments it touches are decrypted,
+each authenticated before any of its bytes reach the scanner. A safetensors model
+is judged from its header, so admitting one costs milliseconds however large it is.
+
+A blob that cannot be opened, or fails authentication in a segment the scanner
+read, is listed by :meth:`StoredTree.damaged`: admission quarantines the version
+for it whatever the scan threshold, since a scan of damaged bytes proves nothing.
+Segments the scanner never read are not checked here; every pull checks them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from bastion.crypto import SegmentReader, WrappedKey
+from bastion.errors import BastionError, IntegrityError
+from bastion.registry._hub import Hub
+from bastion.registry._uploads import artifact_context
+
+__all__ = ["StoredFileRef", "StoredTree"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFileRef:
+    path: str
+    blob_id: str
+    wrapped_key: str
+    size: int
+
+
+class StoredTree:
+    """The files of one version, by path, for :func:`bastion.scanning.scan_tree`."""
+
+    def __init__(self, hub: Hub, files: list[StoredFileRef]) -> None:
+        self._hub = hub
+        self._files = {f.path: f for f in files}
+        self._failed: dict[str, str] = {}
+        self._opened: list[tuple[str, SegmentReader]] = []
+
+    def damaged(self) -> dict[str, str]:
+        """Path -> why, for every file that failed to open or to authenticate a segment."""
+        failed = dict(self._failed)
+        for path, reader in self._opened:
+            if reader.failed and path not in failed:
+                failed[path] = "a segment failed authentication: the stored data was modified"
+        return failed
+
+    def files(self) -> Mapping[str, int]:
+        return {path: f.size for path, f in self._files.items()}
+
+    def open(self, name: str) -> BinaryIO:
+        try:
+            return self._open(self._files[name])
+        except (BastionError, OSError) as exc:
+            why = exc.message if isinstance(exc, BastionError) else (exc.strerror or str(exc))
+            self._failed[name] = why
+            raise IntegrityError(why) from exc
+
+    def _open(self, f: StoredFileRef) -> BinaryIO:
+        context = artifact_context(f.blob_id)
+        key = self._hub.keys.unwrap(WrappedKey.from_text(f.wrapped_key), context=context)
+        reader = SegmentReader(self._hub.blobs.open(f.blob_id), key, associated_data=context)
+        if reader.size != f.size:
+            reader.close()
+            raise IntegrityError(
+                f"the stored file holds {reader.size} bytes, not the {f.size} received"
+            )
+        self._opened.append((f.path, reader))
+        return reader
