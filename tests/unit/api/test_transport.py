@@ -569,6 +569,29 @@ def test_stalled_body_closes_the_connection_and_the_app_sees_a_disconnect() -> N
     assert app.calls == 2
 
 
+def test_a_body_that_keeps_arriving_is_served_however_long_it_takes() -> None:
+    """The deadline is for a wait with nothing arriving, not for the whole body."""
+    app = EchoApp()
+    with serving(limited_config(app)) as port:  # 0.5 s without a byte closes the connection
+        with connect(port) as conn:
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
+            for _ in range(10):  # 1 s in all, twice the deadline, never 0.5 s without a byte
+                time.sleep(0.1)
+                conn.sendall(b"x")
+            answer = b""
+            while b"body_bytes" not in answer and (chunk := conn.recv(65536)):
+                answer += chunk
+        assert status_of(answer) == 200
+        assert b'"body_bytes": 10' in answer
+        # A later wait that lasts the whole deadline still closes the connection.
+        with connect(port) as conn:
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nx")
+            time.sleep(0.3)
+            conn.sendall(b"y")
+            assert conn.recv(65536) == b""
+    assert app.disconnects == 1
+
+
 def first_answer(port: int, data: bytes) -> bytes:
     """Send ``data``; what came back up to the end of the first response head, or until closed."""
     with connect(port) as conn:
