@@ -17,22 +17,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bastion.crypto import SegmentDecryptor, SegmentEncryptor, iter_decrypt
-from bastion.crypto._segments import HEADER_SIZE, MIN_SEGMENT_SIZE, TAG_SIZE
+from bastion.crypto import SegmentDecryptor, iter_decrypt
+from bastion.crypto._segments import HEADER_SIZE, TAG_SIZE
 from bastion.errors import IntegrityError
-
-KEY = bytes(range(32))
-OTHER_KEY = bytes(range(1, 33))
-AD = b"artifact-0001"
-SEG = MIN_SEGMENT_SIZE
-STEP = SEG + TAG_SIZE
-PLAIN = os.urandom(5 * SEG + 7)  # six segments, the last one short
-
-
-def encrypt(data: bytes = PLAIN, *, key: bytes = KEY, ad: bytes = AD) -> bytes:
-    encryptor = SegmentEncryptor(key, associated_data=ad, segment_size=SEG)
-    return encryptor.header() + encryptor.update(data) + encryptor.finalize()
-
+from tests.unit.crypto.damaged_streams import AD, KEY, OTHER_KEY, PLAIN, SEG, STEP, encrypt
 
 BLOB = encrypt()
 
