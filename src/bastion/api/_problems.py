@@ -107,10 +107,10 @@ def problem_document(
 def problem_bytes(
     status: int, code: str, detail: str, *, request_id: str | None = None, **extra: Any
 ) -> bytes:
-    """:func:`problem_document` as the JSON body sent."""
-    return json.dumps(
-        problem_document(status, code, detail, request_id=request_id, **extra)
-    ).encode()
+    """:func:`problem_document` as the JSON body sent, encoded as FastAPI encodes the
+    problems it answers (compact, UTF-8), so a problem reads the same from any layer."""
+    document = problem_document(status, code, detail, request_id=request_id, **extra)
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 async def send_problem(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fastapi.responses import JSONResponse
+
 from bastion import errors
-from bastion.api._problems import STATUS, status_for
+from bastion.api._problems import STATUS, problem_bytes, problem_document, status_for
 
 
 def test_every_error_class_has_a_fitting_status() -> None:
@@ -40,3 +42,11 @@ def test_the_table_only_names_statuses_that_exist() -> None:
         503,
         507,
     }
+
+
+def test_raw_asgi_problems_are_encoded_as_fastapi_encodes_its_own() -> None:
+    """The access layer and the gate answer before FastAPI; their bodies are the same bytes."""
+    args = (429, "rate_limited", "too many requests for «med/xray»; wait 3 s")
+    document = problem_document(*args, request_id="req-1", retry_after=3)
+    fastapi_body = JSONResponse(document, media_type="application/problem+json").body
+    assert problem_bytes(*args, request_id="req-1", retry_after=3) == fastapi_body
