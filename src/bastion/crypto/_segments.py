@@ -38,7 +38,7 @@ from __future__ import annotations
 import hmac
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from typing import BinaryIO, Final
 
@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from bastion.crypto._segmenter import Segmenter
 from bastion.errors import IntegrityError, UsageError
 
 __all__ = [
@@ -227,85 +228,6 @@ def _open_stream(key: bytes, associated_data: bytes, header: bytes) -> _Segments
     return _Segments(subkey, header, nonce_prefix, segment_size)
 
 
-class _Segmenter:
-    """Cuts a stream fed in pieces into segments of ``size`` bytes, in one reused buffer.
-
-    The newest segment is held back until more data shows that it is not the last;
-    the caller handles what :meth:`rest` leaves at the end. When one piece completes
-    several segments, their results are written into a reused scratch buffer and
-    copied out once, rather than joined from one new object per segment: repeated
-    large allocations and frees would make the allocator return memory to the
-    system and fault it back in on every call, which costs more than the cipher.
-    If a segment after the first of such a batch fails, the batch's good segments
-    are returned and the error is kept in :attr:`deferred` for the caller to raise.
-    """
-
-    __slots__ = ("_buffer", "_filled", "_scratch", "deferred")
-
-    def __init__(self, size: int) -> None:
-        self._buffer = bytearray(size)
-        self._filled = 0
-        self._scratch = bytearray()
-        self.deferred: IntegrityError | None = None
-
-    def feed(
-        self,
-        view: memoryview,
-        one: Callable[[Bytes], bytes],
-        into: Callable[[Bytes, memoryview], None],
-        growth: int,
-    ) -> bytes:
-        """The results of ``one`` (or ``into``) on each segment known not to be the last.
-
-        A segment of ``size`` bytes gives ``size + growth`` bytes of output.
-        """
-        buffer, filled, size = self._buffer, self._filled, len(self._buffer)
-        total = filled + len(view)
-        count = (total - 1) // size if total > size else 0
-        if not count:
-            buffer[filled:total] = view
-            self._filled = total
-            return b""
-        segments: list[Bytes] = []
-        if filled:
-            buffer[filled:size] = view[: size - filled]
-            view = view[size - filled :]
-            segments.append(buffer)
-        direct = count - len(segments)
-        segments.extend(view[index * size : (index + 1) * size] for index in range(direct))
-        rest = view[direct * size :]
-        self._filled = 0
-        if count == 1:
-            result = one(segments[0])
-        else:
-            result = self._through_scratch(segments, into, size + growth)
-        buffer[: len(rest)] = rest
-        self._filled = len(rest)
-        return result
-
-    def _through_scratch(
-        self, segments: list[Bytes], into: Callable[[Bytes, memoryview], None], step: int
-    ) -> bytes:
-        needed = len(segments) * step
-        if len(self._scratch) < needed:
-            self._scratch = bytearray(needed)
-        with memoryview(self._scratch) as scratch:
-            for index, segment in enumerate(segments):
-                try:
-                    into(segment, scratch[index * step : (index + 1) * step])
-                except IntegrityError as exc:
-                    if not index:
-                        raise
-                    # Release the segments that did authenticate; the error comes next call.
-                    self.deferred = exc
-                    return bytes(scratch[: index * step])
-            return bytes(scratch[:needed])
-
-    def rest(self) -> memoryview:
-        """What is held back: the last segment, once the stream has ended."""
-        return memoryview(self._buffer)[: self._filled]
-
-
 class SegmentEncryptor:
     """Encrypts one stream: write :meth:`header`, then every :meth:`update`, then :meth:`finalize`.
 
@@ -324,7 +246,7 @@ class SegmentEncryptor:
         segment_size: int = DEFAULT_SEGMENT_SIZE,
     ) -> None:
         self._stream = _new_stream(key, associated_data, segment_size)
-        self._segmenter = _Segmenter(segment_size)
+        self._segmenter = Segmenter(segment_size)
         self._done = False
 
     def __repr__(self) -> str:
@@ -376,7 +298,7 @@ class SegmentDecryptor:
         self._ad = _check_associated_data(associated_data)
         self._header = bytearray()
         self._stream: _Segments | None = None
-        self._segmenter: _Segmenter | None = None
+        self._segmenter: Segmenter | None = None
         self._failed = False
         self._finished = False
 
@@ -417,7 +339,7 @@ class SegmentDecryptor:
             if len(self._header) < HEADER_SIZE:
                 return b""
             self._stream = _open_stream(self._key, self._ad, bytes(self._header))
-            self._segmenter = _Segmenter(self._stream.segment_size + TAG_SIZE)
+            self._segmenter = Segmenter(self._stream.segment_size + TAG_SIZE)
         stream = self._stream
         return self._segmenter.feed(
             view, partial(stream.open, last=False), partial(stream.open_into, last=False), -TAG_SIZE
