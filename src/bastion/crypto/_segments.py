@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from bastion.crypto._segmenter import Segmenter
+from bastion.crypto._segmenter import Bytes, Segmenter
 from bastion.errors import IntegrityError, UsageError
 
 __all__ = [
@@ -79,8 +79,6 @@ _NONCE: Final = struct.Struct(">7sIB")
 _COMMITMENT_SIZE: Final = 32
 HEADER_SIZE: Final = _PREFIX.size + _COMMITMENT_SIZE
 _INFO: Final = b"bastion BSE1 v1 segment subkey and commitment\x00"
-
-Bytes = bytes | bytearray | memoryview
 
 
 def new_data_key() -> bytes:
