@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import io
 import operator
-from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Final, Self
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 from bastion.crypto._segments import (
     HEADER_SIZE,
-    MAX_SEGMENTS,
     TAG_SIZE,
     _check_associated_data,
     _check_key,
@@ -79,28 +77,14 @@ class SegmentReader(io.BufferedIOBase, BinaryIO):
         stored = self._src.seek(0, io.SEEK_END) - self._base
         self._size = plaintext_size(stored, self._segment_size)
         self._count = max(1, -(-self._size // self._segment_size))
-        if self._count > MAX_SEGMENTS:
-            raise IntegrityError("the stream has more segments than the format allows")
         # Opening the last segment as the last one refuses truncation and extension now,
-        # before any plaintext is released.
+        # before any plaintext is released (and an index past the format's limit).
         self._segment(self._count - 1)
 
     def __repr__(self) -> str:
         if self.closed:
             return "SegmentReader(closed)"
         return f"SegmentReader(size={self._size}, segment_size={self._segment_size})"
-
-    def __enter__(self) -> Self:
-        self._check_open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def failed(self) -> bool:
