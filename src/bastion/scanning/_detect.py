@@ -14,6 +14,8 @@ import pickletools
 import struct
 from collections.abc import Iterable
 
+from bastion.scanning._lenient import as_loaders_read
+
 __all__ = ["HEAD_SIZE", "TORCH_MAGIC", "classify_zip", "detect", "is_legacy_torch"]
 
 #: Bytes read to detect a format (and to decide whether a file is text).
@@ -80,14 +82,15 @@ def is_legacy_torch(head: bytes) -> bool:
     """Whether the first pickle in ``head`` is just the legacy torch magic number."""
     values: list[object] = []
     try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(head)):
-            if op.name in ("PROTO", "FRAME", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-                continue
-            if op.name == "STOP":
-                break
-            values.append(arg if op.name in ("LONG1", "LONG4", "LONG", "INT") else op.name)
-            if len(values) > 1:
-                return False
+        with as_loaders_read():
+            for op, arg, _ in pickletools.genops(io.BytesIO(head)):
+                if op.name in ("PROTO", "FRAME", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                    continue
+                if op.name == "STOP":
+                    break
+                values.append(arg if op.name in ("LONG1", "LONG4", "LONG", "INT") else op.name)
+                if len(values) > 1:
+                    return False
     except (ValueError, EOFError, struct.error):
         return False
     return values == [TORCH_MAGIC]
@@ -152,7 +155,8 @@ def _looks_like_pickle(head: bytes) -> bool:
         return False
     sink = _LineCounter()
     try:
-        pickletools.dis(io.BytesIO(head), out=sink)
+        with as_loaders_read():
+            pickletools.dis(io.BytesIO(head), out=sink)
     except (ValueError, EOFError, struct.error, UnicodeDecodeError, KeyError, IndexError):
         return sink.lines >= 3  # the line of the failing opcode is printed too
     return True

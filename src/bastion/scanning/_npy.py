@@ -16,6 +16,7 @@ import struct
 from typing import Any, BinaryIO
 
 from bastion.scanning._context import ScanContext
+from bastion.scanning._lenient import as_loaders_read
 from bastion.scanning._report import Severity
 from bastion.scanning._streams import SeekableSlice, as_binary
 
@@ -76,7 +77,8 @@ def scan_npy(ctx: ScanContext, stream: BinaryIO, member: str | None, fmt: str, d
 def _parse_header(raw: bytes, major: int) -> dict[str, Any] | None:
     try:
         text = raw.decode("utf-8" if major == 3 else "latin-1")
-        value = ast.literal_eval(text)
+        with as_loaders_read():
+            value = ast.literal_eval(text)
     except (ValueError, SyntaxError, UnicodeDecodeError, RecursionError, MemoryError, TypeError):
         return None
     if not isinstance(value, dict) or set(value) != {"descr", "fortran_order", "shape"}:

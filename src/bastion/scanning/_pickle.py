@@ -24,6 +24,7 @@ import io
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from bastion.scanning._lenient import as_loaders_read
 from bastion.scanning._limits import Limits
 from bastion.scanning._profiles import judge_global
 from bastion.scanning._report import Finding, Severity
@@ -716,7 +717,8 @@ def _quoted(raw: bytes, at: int) -> object:
     if len(raw) < 2 or raw[:1] not in (b"'", b'"') or raw[-1:] != raw[:1]:
         raise PickleError("STRING argument is not quoted", at)
     try:
-        return raw[1:-1].decode("unicode_escape")
+        with as_loaders_read():
+            return raw[1:-1].decode("unicode_escape")
     except UnicodeDecodeError:
         raise PickleError("STRING argument is malformed", at) from None
 

@@ -18,6 +18,7 @@ import struct
 from typing import BinaryIO
 
 from bastion.errors import InputError
+from bastion.scanning._lenient import as_loaders_read
 from bastion.scanning._limits import Limits
 from bastion.scanning._tensor_refs import (
     OrderedDictValue,
@@ -208,7 +209,8 @@ class _Machine:
             raw = self.line()
             if len(raw) < 2 or raw[:1] not in (b"'", b'"') or raw[-1:] != raw[:1]:
                 raise _Malformed("STRING argument is not quoted")
-            push(raw[1:-1].decode("unicode_escape"))
+            with as_loaders_read():
+                push(raw[1:-1].decode("unicode_escape"))
         elif op == 0x56:  # UNICODE
             push(self.line().decode("raw_unicode_escape"))
         elif op == 0x54:  # BINSTRING (a Python 2 str; torch.load decodes it as UTF-8)

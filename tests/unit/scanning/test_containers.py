@@ -244,6 +244,30 @@ def test_npy_header_that_is_code_is_not_run(tmp_path: Path) -> None:
     assert rules(report) == {"scan.incomplete"}
 
 
+@pytest.mark.parametrize(
+    "blob",
+    [
+        npy("{'descr': '<f4\\C', 'fortran_order': False, 'shape': (2, 3), }", b"\0" * 24),
+        b"S'a\\Cb'\np0\n.",  # a protocol 0 pickle: STRING with an invalid escape
+        b"(S'a\\Cb'\nios\nsystem\n.",  # INST: detected as a pickle, audited
+        b"i\\C\n\\C\n.",  # no valid pickle, but its first opcode's argument warns
+    ],
+)
+def test_an_invalid_escape_is_read_as_loaders_read_it_whatever_the_warning_filters(
+    tmp_path: Path, blob: bytes
+) -> None:
+    """Python only warns about ``\\C`` in a quoted string, and pickle and numpy go on;
+    the scanner's verdict must not depend on whether the host makes warnings errors."""
+    found = {}
+    for action in ("error", "ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter(action)
+            report = scan_bytes(tmp_path, blob)
+        found[action] = [(f.rule_id, f.message) for f in report.findings]
+        assert not any("Warning" in message for _, message in found[action]), found[action]
+    assert found["error"] == found["ignore"]
+
+
 def test_real_numpy_and_torch_files_are_clean(tmp_path: Path) -> None:
     np = pytest.importorskip("numpy")
     np.save(tmp_path / "a.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
