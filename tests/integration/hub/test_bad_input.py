@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import bastion
@@ -209,6 +209,9 @@ def test_traversal_in_upload_paths_is_refused(
 def test_random_upload_paths_never_store_anything_undeclared(
     hub: RunningHub, http: httpx.Client, signed: SignedModel, med: str, path: str
 ) -> None:
+    # "." and ".." stay dot segments after quoting, and the HTTP client removes them from
+    # the URL (RFC 3986), so the hub is sent another path than the one generated.
+    assume(path not in (".", ".."))
     upload = open_upload(http, "med/fuzz", f"1.0.{abs(hash(path)) % 10**9}", signed)
     try:
         response = http.put(f"/api/v1/uploads/{upload}/files/{quote(path, safe='')}", content=b"")
