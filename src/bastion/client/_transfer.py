@@ -21,7 +21,13 @@ from urllib.parse import quote
 
 from bastion._files import read_input
 from bastion.client._http import HubSession
-from bastion.errors import BastionError, InputError, PathNotFoundError, UsageError
+from bastion.errors import (
+    BastionError,
+    InputError,
+    PathNotFoundError,
+    QuarantinedError,
+    UsageError,
+)
 from bastion.registry._names import ModelRef, check_file_path
 from bastion.signing import PrivateKey, StreamDigester, TrustPolicy, sign, verify_digests
 from bastion.signing._bundle import MAX_BUNDLE_BYTES, Bundle, Statement
@@ -86,7 +92,6 @@ def push(
         },
     )
     upload = opened["upload_id"]
-    committed = False
     try:
         for name, size in files.items():
             session.request(
@@ -95,11 +100,14 @@ def push(
                 content=_read_chunks(model / name, name, size, progress),
                 headers={"content-length": str(size), "content-type": "application/octet-stream"},
             )
-        committed = True  # a quarantined commit is final; nothing to abort
         result: dict[str, Any] = session.json("POST", f"/api/v1/uploads/{upload}/commit")
+    except QuarantinedError:
+        raise  # a quarantined commit is final; nothing to abort
     except BaseException:
-        if not committed:
-            _abort(session, upload)
+        # Any other failure leaves the upload open (a commit the hub could not finish
+        # included), and an open upload holds the version: drop it so a push can start
+        # again. A commit that did finish unseen refuses the abort, and stands.
+        _abort(session, upload)
         raise
     return {**result, "ref": str(ref), "files": len(files), "bytes": sum(files.values())}
 

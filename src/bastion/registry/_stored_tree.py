@@ -5,24 +5,33 @@ blob: the scanner seeks and reads, and only the segments it touches are decrypte
 each authenticated before any of its bytes reach the scanner. A safetensors model
 is judged from its header, so admitting one costs milliseconds however large it is.
 
-A blob that cannot be opened, or fails authentication in a segment the scanner
-read, is listed by :meth:`StoredTree.damaged`: admission quarantines the version
-for it whatever the scan threshold, since a scan of damaged bytes proves nothing.
-Segments the scanner never read are not checked here; every pull checks them all.
+A blob that is missing, holds another size than was received, or fails
+authentication (its wrapped data key, or a segment the scanner read) is listed by
+:meth:`StoredTree.damaged`: admission quarantines the version for it whatever the
+scan threshold, since a scan of damaged bytes proves nothing. Segments the scanner
+never read are not checked here; every pull checks them all.
+
+A blob that cannot be read *now* is not damage: the key-encryption key is not in
+the keyring (or an external key service fails), or the disk reports another error.
+Quarantine is final, so :meth:`StoredTree.open` raises ``hub_unavailable`` instead,
+and the commit leaves the upload as it was.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from bastion.crypto import SegmentReader, WrappedKey
-from bastion.errors import BastionError, IntegrityError
+from bastion.errors import BastionError, HubUnavailableError, IntegrityError, NotFoundError
 from bastion.registry._hub import Hub
 from bastion.registry._uploads import artifact_context
 
 __all__ = ["StoredFileRef", "StoredTree"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +65,20 @@ class StoredTree:
     def open(self, name: str) -> BinaryIO:
         try:
             return self._open(self._files[name])
+        except IntegrityError as exc:
+            self._failed[name] = exc.message
+            raise
+        except (NotFoundError, FileNotFoundError) as exc:  # the store's word for it, or the OS's
+            self._failed[name] = "the stored blob is missing"
+            raise IntegrityError("the stored blob is missing") from exc
         except (BastionError, OSError) as exc:
-            why = exc.message if isinstance(exc, BastionError) else (exc.strerror or str(exc))
-            self._failed[name] = why
-            raise IntegrityError(why) from exc
+            # The detail (a keyring path, a disk error) is for the operator, not the caller.
+            log.error("cannot read stored file %r back for its scan: %s", name, exc)
+            raise HubUnavailableError(
+                "the hub cannot read the uploaded files back for their scan right now (its "
+                "key store or disk failed; its log says which); nothing was published or "
+                "quarantined: push again once it is fixed"
+            ) from exc
 
     def _open(self, f: StoredFileRef) -> BinaryIO:
         context = artifact_context(f.blob_id)

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 import bastion
 from bastion.client import Client
-from bastion.crypto import WrappedKey
+from bastion.crypto import LocalKeyring, WrappedKey
 from bastion.db import FileRow
 from bastion.registry import LocalBlobStore
 from tests.integration.hub.conftest import (
@@ -371,6 +371,61 @@ def test_a_commit_whose_blobs_cannot_reach_the_disk_keeps_nothing(
         # Nothing is stuck half-committed: the same version can be pushed again.
         assert admin.push(model, "med/xray@1.0.0", key=signing_key)["state"] == "published"
         admin.pull("med/xray@1.0.0", tmp_path / "pulled")
+
+
+class _KeyServiceDown(LocalKeyring):
+    """A keyring that cannot unwrap, as an external key service that is down fails."""
+
+    failures = 0
+
+    def unwrap(self, wrapped: WrappedKey, *, context: bytes) -> bytes:
+        if type(self).failures:
+            type(self).failures -= 1
+            raise bastion.KeyringError(f"key service {SECRET_HOST} did not answer")
+        return super().unwrap(wrapped, context=context)
+
+
+SECRET_HOST = "kms.internal.example:7443"
+
+
+def test_a_commit_whose_keys_cannot_be_unwrapped_quarantines_nothing(
+    tmp_path: Path,
+    hub_with: Callable[..., RunningHub],
+    monkeypatch: pytest.MonkeyPatch,
+    signing_key: bastion.PrivateKey,
+) -> None:
+    """Quarantine is final, so only damage earns it: a key store that fails for now is
+    answered 503, the upload is kept for another commit, and nothing of the failure's
+    detail reaches the caller."""
+    monkeypatch.setattr("bastion.api._server.LocalKeyring", _KeyServiceDown)
+    hub = hub_with()
+    signed = sign_beside(write_safe_model(tmp_path / "model"), signing_key)
+    with (
+        hub.client() as admin,
+        httpx.Client(
+            base_url=hub.url, headers={"authorization": f"Bearer {hub.admin_token}"}
+        ) as http,
+    ):
+        admin.create_namespace("med", bastion.TrustPolicy.for_keys([signing_key.public_key]))
+        upload = open_upload(http, "med/xray", "1.0.0", signed)
+        for name in signed.files:
+            assert put_file(http, upload, name, (signed.folder / name).read_bytes()).is_success
+        monkeypatch.setattr(_KeyServiceDown, "failures", 1)
+        response = http.post(f"/api/v1/uploads/{upload}/commit")
+        assert_problem(response, 503, "hub_unavailable")
+        assert SECRET_HOST not in response.text
+        assert "keyring" not in response.text
+        assert http.post(f"/api/v1/uploads/{upload}/commit").json()["state"] == "published"
+
+        # Through the SDK: the push fails, drops its upload, and the same push then works.
+        model = write_safe_model(tmp_path / "second", seed=1)
+        monkeypatch.setattr(_KeyServiceDown, "failures", 1)
+        with pytest.raises(bastion.HubUnavailableError, match="push again"):
+            admin.push(model, "med/xray@2.0.0", key=signing_key)
+        with pytest.raises(bastion.NotFoundError):
+            admin.show("med/xray@2.0.0")
+        assert admin.push(model, "med/xray@2.0.0", key=signing_key)["state"] == "published"
+        admin.pull("med/xray@2.0.0", tmp_path / "pulled")
 
 
 def test_the_hub_signs_checkpoints_on_its_own_when_entries_are_added(
