@@ -7,7 +7,9 @@ metrics instead of an audit entry (the audit log keeps changes, not traffic).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +38,8 @@ __all__ = [
     "router",
     "served_deployment",
 ]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 _HUB = PolicyResource.hub()
@@ -109,7 +113,11 @@ async def call_deployment(
     body: bytes,
     headers: Mapping[str, str],
 ) -> Answer:
-    """Authorise, run and account for one inference call; refusals are counted and recorded."""
+    """Authorise, run and account for one inference call; refusals are counted and recorded.
+
+    The metrics and the inference record are taken once the answer is on its way (the
+    event loop's next turn, before it reads another request), so neither delays the caller.
+    """
     started = time.perf_counter()
     svc = services_of(request)
     gateway = gateway_of(svc)
@@ -123,15 +131,14 @@ async def call_deployment(
             headers,
         )
     except BastionError as exc:
-        gateway.metrics.rejected(deployment, exc.code)
-        _record(svc, request, principal, deployment, body, started, exc=exc)
+        _account_soon(gateway, svc, request, principal, deployment, body, started, exc=exc)
         raise
-    gateway.metrics.served(deployment, answer.version, time.perf_counter() - started, 200)
-    _record(svc, request, principal, deployment, body, started, answer=answer)
+    _account_soon(gateway, svc, request, principal, deployment, body, started, answer=answer)
     return answer
 
 
-def _record(
+def _account_soon(
+    gateway: Gateway,
     svc: Services,
     request: Request,
     principal: Principal,
@@ -142,23 +149,47 @@ def _record(
     answer: Answer | None = None,
     exc: BastionError | None = None,
 ) -> None:
-    if svc.inference_records is None:
-        return
-    svc.inference_records.record(
-        InferenceRecord(
-            time=time.time(),
-            request_id=request.state.request_id,
-            principal=principal.actor,
-            deployment=deployment,
-            version=answer.version if answer is not None else "",
-            input_digest="sha256:" + hashlib.sha256(body).hexdigest(),
-            status=200 if exc is None else status_for(exc),
-            outcome="ok" if exc is None else exc.code,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
-            output=summarise_outputs(answer.outputs) if answer is not None else None,
-            arm=answer.arm if answer is not None else "stable",
-        )
+    seconds = time.perf_counter() - started  # the call's latency, whenever it is accounted
+    asyncio.get_running_loop().call_soon(
+        _account, gateway, svc, request, principal, deployment, body, seconds, answer, exc
     )
+
+
+def _account(
+    gateway: Gateway,
+    svc: Services,
+    request: Request,
+    principal: Principal,
+    deployment: str,
+    body: bytes,
+    seconds: float,
+    answer: Answer | None,
+    exc: BastionError | None,
+) -> None:
+    try:
+        if answer is not None:
+            gateway.metrics.served(deployment, answer.version, seconds, 200)
+        elif exc is not None:
+            gateway.metrics.rejected(deployment, exc.code)
+        if svc.inference_records is None:
+            return
+        svc.inference_records.record(
+            InferenceRecord(
+                time=time.time(),
+                request_id=request.state.request_id,
+                principal=principal.actor,
+                deployment=deployment,
+                version=answer.version if answer is not None else "",
+                input_digest="sha256:" + hashlib.sha256(body).hexdigest(),
+                status=200 if exc is None else status_for(exc),
+                outcome="ok" if exc is None else exc.code,
+                latency_ms=seconds * 1000.0,
+                output=summarise_outputs(answer.outputs) if answer is not None else None,
+                arm=answer.arm if answer is not None else "stable",
+            )
+        )
+    except Exception:  # the caller has its answer; the failure goes to the log
+        log.exception("could not account for an inference call to %r", deployment)
 
 
 def refused_record(

@@ -87,11 +87,14 @@ def authorize(
         or "request.unmatched"
     )
     decision = _decide(request, svc, principal, name, resource, allow_yanked=allow_yanked)
-    details = getattr(request.state, "audit_details", None)
-    if details is None:
-        details = request.state.audit_details = {}
-    details["policy"] = {"decision": "allow" if decision.allowed else "deny", **decision.to_dict()}
-    details["policy"].pop("allowed", None)
+    # The scope's state dict is what ``request.state`` wraps; read directly, a request
+    # without details yet does not pay for State's AttributeError.
+    details = request.scope.setdefault("state", {}).setdefault("audit_details", {})
+    details["policy"] = {
+        "decision": "allow" if decision.allowed else "deny",
+        "reasons": list(decision.reasons),
+        "errors": list(decision.errors),
+    }
     if decision.allowed:
         return decision
     if decision.reasons == (_STEP_UP,):

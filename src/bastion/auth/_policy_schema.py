@@ -7,6 +7,7 @@ request handed to the policy engine always conforms to the schema.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -322,6 +323,12 @@ class PolicyResource:
         return [*out, _entity("Version", self.id, attrs, [_uid("Model", model_id)])]
 
 
+@functools.lru_cache(maxsize=4096)  # every request's context checks its caller's address
+def _check_ip(text: str) -> None:
+    """ValueError unless ``text`` is an IP address."""
+    ipaddress.ip_address(text)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """The circumstances of a request: source address, time, how and when it authenticated."""
@@ -338,7 +345,7 @@ class RequestContext:
         try:
             if not isinstance(self.source_ip, str):  # ip_address(True) would be 0.0.0.1
                 raise TypeError("not a string")
-            ipaddress.ip_address(self.source_ip)
+            _check_ip(self.source_ip)
         except (ValueError, TypeError) as exc:
             raise InputError(f"source_ip {self.source_ip!r} is not an IP address") from exc
         if not isinstance(self.time, datetime) or self.time.utcoffset() is None:

@@ -209,6 +209,11 @@ def _source_id(source_ip: str) -> str:
     """An address as counted: IPv4 as is, IPv6 by its /64; anything else hashed."""
     if not isinstance(source_ip, str):
         raise InputError("source_ip must be a string")
+    return _counted_as(source_ip)
+
+
+@functools.lru_cache(maxsize=4096)  # every request asks, mostly for the same few addresses
+def _counted_as(source_ip: str) -> str:
     try:
         address = ipaddress.ip_address(source_ip) if len(source_ip) <= 64 else None
     except ValueError:
