@@ -18,7 +18,10 @@ which adds to it:
   request's first byte (later ones) are answered 408 and the connection closed;
 - a body idle deadline: when the application waits for body bytes and none
   arrive for ``body_idle_timeout`` seconds, the connection is closed (the
-  application receives ``http.disconnect``).
+  application receives ``http.disconnect``);
+- a response's head written together with its first body bytes
+  (:mod:`bastion.api._joined_writes`): one TLS record and one ``send`` for a
+  small answer, not two.
 
 Idle keep-alive connections are closed after uvicorn's ``timeout_keep_alive``.
 """
@@ -44,6 +47,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from bastion.api._joined_writes import JoinedWrites
 from bastion.api._problems import problem_bytes
 from bastion.errors import CertificateFormatError, InputError, UsageError
 
@@ -227,6 +231,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.head_refusal: str | None = None
         self.head_timer: TimerHandle | None = None
         self.linger_timer: TimerHandle | None = None
+        self.writes: JoinedWrites | None = None  # the running response cycle's
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -336,7 +341,15 @@ class HubHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self.writes = JoinedWrites(self.transport, cycle)
+        cycle.transport = self.writes  # type: ignore[assignment]
         super()._start_asgi_task(cycle, self._with_body_deadline(cycle, app))
+
+    def on_response_complete(self) -> None:
+        if self.writes is not None:  # a HEAD answer's head: nothing followed it
+            self.writes.flush()
+            self.writes = None
+        super().on_response_complete()
 
     # Bounds -----------------------------------------------------------------------------------
 
