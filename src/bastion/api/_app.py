@@ -126,6 +126,10 @@ def create_app(services: Services) -> FastAPI:
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
+        # Starlette answers a path with a stray trailing slash by a 307 to the other
+        # spelling, with no problem body, built from the request's Host header: a forged
+        # Host made it a redirect to another site. Such a path is not found, like any other.
+        redirect_slashes=False,
     )
     app.state.services = services
     install_problem_handlers(app)

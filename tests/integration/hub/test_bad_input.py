@@ -394,6 +394,16 @@ def test_errors_are_problem_documents(hub: RunningHub, http: httpx.Client, med: 
         assert body["instance"] == f"urn:bastion:request:{response.headers['x-request-id']}"
 
 
+@pytest.mark.parametrize("path", ["/api/v1/namespaces/", "/api/v1/models/", "/livez/"])
+def test_a_stray_trailing_slash_is_not_found_and_never_redirected(
+    hub: RunningHub, http: httpx.Client, path: str
+) -> None:
+    """Starlette would answer 307 to the other spelling, built from the Host header."""
+    response = http.get(path, headers={"host": "evil.example"})
+    assert "location" not in response.headers
+    assert_problem(response, 404, "not_found")
+
+
 def test_an_audit_position_beyond_the_log_format_is_bad_input(
     hub: RunningHub, http: httpx.Client
 ) -> None:
