@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -118,9 +119,7 @@ async def call_deployment(
     The metrics and the inference record are taken once the answer is on its way (the
     event loop's next turn, before it reads another request), so neither delays the caller.
     """
-    started = time.perf_counter()
-    svc = services_of(request)
-    gateway = gateway_of(svc)
+    call = _Call(gateway_of(services_of(request)), request, principal, deployment, body)
     try:
         served = served_deployment(request, principal, deployment)
         answer = await served.infer(
@@ -131,65 +130,57 @@ async def call_deployment(
             headers,
         )
     except BastionError as exc:
-        _account_soon(gateway, svc, request, principal, deployment, body, started, exc=exc)
+        call.account_soon(exc=exc)
         raise
-    _account_soon(gateway, svc, request, principal, deployment, body, started, answer=answer)
+    call.account_soon(answer=answer)
     return answer
 
 
-def _account_soon(
-    gateway: Gateway,
-    svc: Services,
-    request: Request,
-    principal: Principal,
-    deployment: str,
-    body: bytes,
-    started: float,
-    *,
-    answer: Answer | None = None,
-    exc: BastionError | None = None,
-) -> None:
-    seconds = time.perf_counter() - started  # the call's latency, whenever it is accounted
-    asyncio.get_running_loop().call_soon(
-        _account, gateway, svc, request, principal, deployment, body, seconds, answer, exc
-    )
+@dataclass(slots=True)
+class _Call:
+    """One inference call, counted and recorded once its answer has left."""
 
+    gateway: Gateway
+    request: Request
+    principal: Principal
+    deployment: str
+    body: bytes
+    started: float = field(default_factory=time.perf_counter)
 
-def _account(
-    gateway: Gateway,
-    svc: Services,
-    request: Request,
-    principal: Principal,
-    deployment: str,
-    body: bytes,
-    seconds: float,
-    answer: Answer | None,
-    exc: BastionError | None,
-) -> None:
-    try:
-        if answer is not None:
-            gateway.metrics.served(deployment, answer.version, seconds, 200)
-        elif exc is not None:
-            gateway.metrics.rejected(deployment, exc.code)
-        if svc.inference_records is None:
-            return
-        svc.inference_records.record(
-            InferenceRecord(
-                time=time.time(),
-                request_id=request.state.request_id,
-                principal=principal.actor,
-                deployment=deployment,
-                version=answer.version if answer is not None else "",
-                input_digest="sha256:" + hashlib.sha256(body).hexdigest(),
-                status=200 if exc is None else status_for(exc),
-                outcome="ok" if exc is None else exc.code,
-                latency_ms=seconds * 1000.0,
-                output=summarise_outputs(answer.outputs) if answer is not None else None,
-                arm=answer.arm if answer is not None else "stable",
-            )
+    def account_soon(
+        self, *, answer: Answer | None = None, exc: BastionError | None = None
+    ) -> None:
+        seconds = time.perf_counter() - self.started  # the latency, whenever it is accounted
+        asyncio.get_running_loop().call_soon(self._account, seconds, answer, exc)
+
+    def _account(self, seconds: float, answer: Answer | None, exc: BastionError | None) -> None:
+        try:
+            if answer is not None:
+                self.gateway.metrics.served(self.deployment, answer.version, seconds, 200)
+            elif exc is not None:
+                self.gateway.metrics.rejected(self.deployment, exc.code)
+            records = services_of(self.request).inference_records
+            if records is not None:
+                records.record(self._record(seconds, answer, exc))
+        except Exception:  # the caller has its answer; the failure goes to the log
+            log.exception("could not account for an inference call to %r", self.deployment)
+
+    def _record(
+        self, seconds: float, answer: Answer | None, exc: BastionError | None
+    ) -> InferenceRecord:
+        return InferenceRecord(
+            time=time.time(),
+            request_id=self.request.state.request_id,
+            principal=self.principal.actor,
+            deployment=self.deployment,
+            version=answer.version if answer is not None else "",
+            input_digest="sha256:" + hashlib.sha256(self.body).hexdigest(),
+            status=200 if exc is None else status_for(exc),
+            outcome="ok" if exc is None else exc.code,
+            latency_ms=seconds * 1000.0,
+            output=summarise_outputs(answer.outputs) if answer is not None else None,
+            arm=answer.arm if answer is not None else "stable",
         )
-    except Exception:  # the caller has its answer; the failure goes to the log
-        log.exception("could not account for an inference call to %r", deployment)
 
 
 def refused_record(
