@@ -8,6 +8,8 @@ header names, for served calls and for each kind of refusal.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 
 import httpx
@@ -154,6 +156,39 @@ def test_an_unexpected_failure_is_a_500_problem_without_its_detail(
     assert problem["detail"] == stack.json()["detail"]
     assert gate.headers["x-content-type-options"] == "nosniff"
     assert gate.headers["x-request-id"]
+
+
+def test_a_call_whose_accounting_fails_is_still_answered_and_the_failure_logged(
+    published: Published,
+    deployed: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Metrics and the record are taken after the answer left: failing there, they cannot
+    take the answer back, so the failure goes to the log."""
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("the metrics are gone")
+
+    monkeypatch.setattr(published.hub.services.gateway.metrics, "served", broken)
+    with (
+        caplog.at_level("ERROR", logger="bastion.api._routes_gateway"),
+        httpx.Client(base_url=published.hub.url, headers=bearer(published.invoker)) as http,
+    ):
+        gate, stack = _both(http, f"/v2/models/{deployed}/infer", json=_body())
+        assert gate.status_code == stack.status_code == 200
+        assert gate.json()["outputs"] == stack.json()["outputs"]
+        # The next call is served too: nothing was left half-done.
+        assert http.post(f"/v2/models/{deployed}/infer", json=_body()).status_code == 200
+    deadline = time.monotonic() + 10  # the last one is taken just after its answer left
+    while len(failures := _accounting_failures(caplog)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(failures) == 3
+    assert all(r.exc_info and "metrics are gone" in str(r.exc_info[1]) for r in failures)
+
+
+def _accounting_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "could not account" in r.getMessage()]
 
 
 def test_other_shapes_of_path_and_method_go_through_the_router(
