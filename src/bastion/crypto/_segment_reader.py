@@ -58,6 +58,7 @@ class SegmentReader(io.BufferedIOBase, BinaryIO):
         self._cached_index = -1
         self._cached = b""
         self._failed = False
+        self._source_error: OSError | None = None
         try:
             self._open(key, _check_associated_data(associated_data))
         except BaseException:
@@ -90,6 +91,12 @@ class SegmentReader(io.BufferedIOBase, BinaryIO):
     def failed(self) -> bool:
         """Whether a segment failed authentication (every later read then raises)."""
         return self._failed
+
+    @property
+    def source_error(self) -> OSError | None:
+        """The last error the source raised while a segment was read (a fault of the
+        disk or the store, not damage the format detects), or None."""
+        return self._source_error
 
     @property
     def size(self) -> int:
@@ -216,8 +223,12 @@ class SegmentReader(io.BufferedIOBase, BinaryIO):
         last = index == self._count - 1
         step = self._segment_size + TAG_SIZE
         length = self._size - index * self._segment_size if last else self._segment_size
-        self._src.seek(self._base + HEADER_SIZE + index * step)
-        data = _read_exact(self._src, length + TAG_SIZE)
+        try:
+            self._src.seek(self._base + HEADER_SIZE + index * step)
+            data = _read_exact(self._src, length + TAG_SIZE)
+        except OSError as exc:
+            self._source_error = exc
+            raise
         self._cached_index, self._cached = -1, b""
         try:
             plain = self._stream.open_at(index, data, last=last)

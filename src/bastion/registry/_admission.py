@@ -80,6 +80,7 @@ def _scan(hub: Hub, stored: list[StoredFileRef], verdict: Verdict) -> None:
     except ModelTreeError as exc:  # e.g. both "a" and "a/b": no folder on disk holds that
         verdict.reasons.append(f"files: {exc.message}")
         return
+    tree.check_readable()
     verdict.scan = report.to_dict()
     for path, why in sorted(tree.damaged().items()):
         verdict.reasons.append(f"storage: {path!r} cannot be read back as stored ({why})")

@@ -12,9 +12,10 @@ scan threshold, since a scan of damaged bytes proves nothing. Segments the scann
 never read are not checked here; every pull checks them all.
 
 A blob that cannot be read *now* is not damage: the key-encryption key is not in
-the keyring (or an external key service fails), or the disk reports another error.
-Quarantine is final, so :meth:`StoredTree.open` raises ``hub_unavailable`` instead,
-and the commit leaves the upload as it was.
+the keyring (or an external key service fails), or the disk reports another error,
+when the file is opened or while it is read. Quarantine is final, so
+:meth:`StoredTree.open` and :meth:`StoredTree.check_readable` raise
+``hub_unavailable`` instead, and the commit leaves the upload as it was.
 """
 
 from __future__ import annotations
@@ -72,13 +73,14 @@ class StoredTree:
             self._failed[name] = "the stored blob is missing"
             raise IntegrityError("the stored blob is missing") from exc
         except (BastionError, OSError) as exc:
-            # The detail (a keyring path, a disk error) is for the operator, not the caller.
-            log.error("cannot read stored file %r back for its scan: %s", name, exc)
-            raise HubUnavailableError(
-                "the hub cannot read the uploaded files back for their scan right now (its "
-                "key store or disk failed; its log says which); nothing was published or "
-                "quarantined: push again once it is fixed"
-            ) from exc
+            raise _unreadable_now(name, exc) from exc
+
+    def check_readable(self) -> None:
+        """Raise ``hub_unavailable`` if the store failed a read while the scanner read on
+        (the scanner counts such a file as not scanned; the hub must not judge by that)."""
+        for path, reader in self._opened:
+            if reader.source_error is not None:
+                raise _unreadable_now(path, reader.source_error) from reader.source_error
 
     def _open(self, f: StoredFileRef) -> BinaryIO:
         context = artifact_context(f.blob_id)
@@ -91,3 +93,13 @@ class StoredTree:
             )
         self._opened.append((f.path, reader))
         return reader
+
+
+def _unreadable_now(path: str, exc: Exception) -> HubUnavailableError:
+    # The detail (a keyring path, a disk error) is for the operator, not the caller.
+    log.error("cannot read stored file %r back for its scan: %s", path, exc)
+    return HubUnavailableError(
+        "the hub cannot read the uploaded files back for their scan right now (its "
+        "key store or disk failed; its log says which); nothing was published or "
+        "quarantined: push again once it is fixed"
+    )

@@ -24,7 +24,8 @@ from sqlalchemy import select
 
 import bastion
 from bastion.client import Client
-from bastion.crypto import LocalKeyring, WrappedKey
+from bastion.crypto import DEFAULT_SEGMENT_SIZE, LocalKeyring, WrappedKey
+from bastion.crypto._segments import HEADER_SIZE, TAG_SIZE
 from bastion.db import FileRow
 from bastion.registry import LocalBlobStore
 from tests.integration.hub.conftest import (
@@ -426,6 +427,73 @@ def test_a_commit_whose_keys_cannot_be_unwrapped_quarantines_nothing(
             admin.show("med/xray@2.0.0")
         assert admin.push(model, "med/xray@2.0.0", key=signing_key)["state"] == "published"
         admin.pull("med/xray@2.0.0", tmp_path / "pulled")
+
+
+class _FlakyDisk(LocalBlobStore):
+    """A store whose disk fails reads of the first of several segments while ``armed``."""
+
+    armed = False
+
+    def open(self, blob_id: str) -> BinaryIO:
+        return _FlakyFile(super().open(blob_id))  # type: ignore[return-value]
+
+
+class _FlakyFile:
+    _FIRST = range(HEADER_SIZE, HEADER_SIZE + DEFAULT_SEGMENT_SIZE + TAG_SIZE)
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        # A blob of one segment is read whole when it is opened; only later reads matter.
+        self._several = os.fstat(inner.fileno()).st_size > self._FIRST.stop
+
+    def read(self, size: int = -1) -> bytes:
+        if _FlakyDisk.armed and self._several and self._inner.tell() in self._FIRST:
+            raise OSError(errno.EIO, "Input/output error")
+        return self._inner.read(size)
+
+    def __enter__(self) -> _FlakyFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_commit_whose_disk_fails_a_read_during_the_scan_quarantines_nothing(
+    tmp_path: Path,
+    hub_with: Callable[..., RunningHub],
+    monkeypatch: pytest.MonkeyPatch,
+    signing_key: bastion.PrivateKey,
+) -> None:
+    """The scanner counts a file it could not read as not scanned; the hub must not judge a
+    version by that when the disk failed for a moment, so the commit is answered 503."""
+    monkeypatch.setattr("bastion.api._server.LocalBlobStore", _FlakyDisk)
+    monkeypatch.setattr(_FlakyDisk, "armed", False)
+    hub = hub_with()
+    # Two segments: the last is read when the blob is opened, the first by the scan.
+    signed = sign_beside(write_safe_model(tmp_path / "model", size=600), signing_key)
+    with (
+        hub.client() as admin,
+        httpx.Client(
+            base_url=hub.url, headers={"authorization": f"Bearer {hub.admin_token}"}
+        ) as http,
+    ):
+        admin.create_namespace("med", bastion.TrustPolicy.for_keys([signing_key.public_key]))
+        upload = open_upload(http, "med/xray", "1.0.0", signed)
+        for name in signed.files:
+            assert put_file(http, upload, name, (signed.folder / name).read_bytes()).is_success
+        monkeypatch.setattr(_FlakyDisk, "armed", True)
+        response = http.post(f"/api/v1/uploads/{upload}/commit")
+        assert_problem(response, 503, "hub_unavailable")
+        assert "Input/output" not in response.text
+        monkeypatch.setattr(_FlakyDisk, "armed", False)
+        assert http.post(f"/api/v1/uploads/{upload}/commit").json()["state"] == "published"
+        admin.pull("med/xray@1.0.0", tmp_path / "pulled")
+    assert (tmp_path / "pulled" / "model.safetensors").read_bytes() == (
+        signed.folder / "model.safetensors"
+    ).read_bytes()
 
 
 def test_the_hub_signs_checkpoints_on_its_own_when_entries_are_added(

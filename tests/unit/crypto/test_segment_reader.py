@@ -251,3 +251,37 @@ def test_a_small_read_holds_about_one_segment_of_memory() -> None:
             tracemalloc.stop()
     assert data == plain[5 << 20 : (5 << 20) + 8]
     assert peak < 3 * DEFAULT_SEGMENT_SIZE
+
+
+class FailingSource(io.BytesIO):
+    """A source whose reads starting in ``[low, high)`` raise EIO while ``failing`` is set."""
+
+    def __init__(self, data: bytes, low: int, high: int) -> None:
+        super().__init__(data)
+        self.low, self.high = low, high
+        self.failing = True
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self.failing and self.low <= self.tell() < self.high:
+            raise OSError(5, "Input/output error")
+        return super().read(size)
+
+
+def test_a_source_read_error_is_kept_apart_from_damage_and_a_later_read_may_succeed() -> None:
+    plain = os.urandom(5 * 64 + 7)  # six segments of 64 bytes, the last of 7
+    stream = encrypt(plain, 64)
+    step = 64 + TAG_SIZE
+    last = HEADER_SIZE + 5 * step
+    with pytest.raises(OSError, match="Input/output"):  # the last segment is read at once
+        SegmentReader(FailingSource(stream, last, len(stream)), KEY, associated_data=AD)
+
+    source = FailingSource(stream, HEADER_SIZE + step, HEADER_SIZE + 2 * step)  # segment 1
+    with SegmentReader(source, KEY, associated_data=AD) as reader:
+        assert reader.source_error is None
+        assert reader.read(64) == plain[:64]
+        with pytest.raises(OSError, match="Input/output"):
+            reader.read(64)
+        assert isinstance(reader.source_error, OSError)
+        assert not reader.failed  # a fault of the source, not damage
+        source.failing = False  # the fault passes: the same read now succeeds
+        assert reader.read(64) == plain[64:128]
