@@ -8,6 +8,7 @@ HTTP 507 and keeps nothing partial.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -30,7 +31,9 @@ from bastion.db import FileRow
 from bastion.registry import LocalBlobStore
 from tests.integration.hub.conftest import (
     RunningHub,
+    SignedModel,
     assert_problem,
+    bearer,
     open_upload,
     put_file,
     sign_beside,
@@ -374,6 +377,25 @@ def test_a_commit_whose_blobs_cannot_reach_the_disk_keeps_nothing(
         admin.pull("med/xray@1.0.0", tmp_path / "pulled")
 
 
+@contextlib.contextmanager
+def _clients(hub: RunningHub) -> Iterator[tuple[Client, httpx.Client]]:
+    """The SDK and a plain HTTP client, both holding the admin key."""
+    headers = bearer(hub.admin_token)
+    with hub.client() as admin, httpx.Client(base_url=hub.url, headers=headers) as http:
+        yield admin, http
+
+
+def _uploaded(
+    admin: Client, http: httpx.Client, signed: SignedModel, key: bastion.PrivateKey
+) -> str:
+    """An upload of ``signed`` as med/xray@1.0.0 with every file in, not committed yet."""
+    admin.create_namespace("med", bastion.TrustPolicy.for_keys([key.public_key]))
+    upload = open_upload(http, "med/xray", "1.0.0", signed)
+    for name in signed.files:
+        assert put_file(http, upload, name, (signed.folder / name).read_bytes()).is_success
+    return upload
+
+
 class _KeyServiceDown(LocalKeyring):
     """A keyring that cannot unwrap, as an external key service that is down fails."""
 
@@ -401,16 +423,8 @@ def test_a_commit_whose_keys_cannot_be_unwrapped_quarantines_nothing(
     monkeypatch.setattr("bastion.api._server.LocalKeyring", _KeyServiceDown)
     hub = hub_with()
     signed = sign_beside(write_safe_model(tmp_path / "model"), signing_key)
-    with (
-        hub.client() as admin,
-        httpx.Client(
-            base_url=hub.url, headers={"authorization": f"Bearer {hub.admin_token}"}
-        ) as http,
-    ):
-        admin.create_namespace("med", bastion.TrustPolicy.for_keys([signing_key.public_key]))
-        upload = open_upload(http, "med/xray", "1.0.0", signed)
-        for name in signed.files:
-            assert put_file(http, upload, name, (signed.folder / name).read_bytes()).is_success
+    with _clients(hub) as (admin, http):
+        upload = _uploaded(admin, http, signed, signing_key)
         monkeypatch.setattr(_KeyServiceDown, "failures", 1)
         response = http.post(f"/api/v1/uploads/{upload}/commit")
         assert_problem(response, 503, "hub_unavailable")
@@ -474,16 +488,8 @@ def test_a_commit_whose_disk_fails_a_read_during_the_scan_quarantines_nothing(
     hub = hub_with()
     # Two segments: the last is read when the blob is opened, the first by the scan.
     signed = sign_beside(write_safe_model(tmp_path / "model", size=600), signing_key)
-    with (
-        hub.client() as admin,
-        httpx.Client(
-            base_url=hub.url, headers={"authorization": f"Bearer {hub.admin_token}"}
-        ) as http,
-    ):
-        admin.create_namespace("med", bastion.TrustPolicy.for_keys([signing_key.public_key]))
-        upload = open_upload(http, "med/xray", "1.0.0", signed)
-        for name in signed.files:
-            assert put_file(http, upload, name, (signed.folder / name).read_bytes()).is_success
+    with _clients(hub) as (admin, http):
+        upload = _uploaded(admin, http, signed, signing_key)
         monkeypatch.setattr(_FlakyDisk, "armed", True)
         response = http.post(f"/api/v1/uploads/{upload}/commit")
         assert_problem(response, 503, "hub_unavailable")
