@@ -110,7 +110,11 @@ def problem_bytes(
     """:func:`problem_document` as the JSON body sent, encoded as FastAPI encodes the
     problems it answers (compact, UTF-8), so a problem reads the same from any layer."""
     document = problem_document(status, code, detail, request_id=request_id, **extra)
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return _COMPACT.encode(document).encode()
+
+
+#: ``json.dumps`` with these options builds a new encoder per call; refusals are a hot path.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 async def send_problem(
