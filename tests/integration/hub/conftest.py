@@ -305,6 +305,13 @@ def put_file(http: httpx.Client, upload_id: str, name: str, data: bytes) -> http
     return http.put(f"/api/v1/uploads/{upload_id}/files/{name}", content=data)
 
 
+def upload_all(http: httpx.Client, upload_id: str, signed: SignedModel) -> None:
+    """Upload every file of ``signed`` into an open upload; each must be accepted."""
+    for name in signed.files:
+        data = (signed.folder / name).read_bytes()
+        assert put_file(http, upload_id, name, data).status_code == 201
+
+
 def make_key(admin: Client, *roles: tuple[str, str], expires_in_days: int | None = 90) -> str:
     """A new API key with ``roles`` ((namespace, role) pairs); its token."""
     token: str = admin.create_api_key("test", list(roles), expires_in_days=expires_in_days)["token"]

@@ -32,6 +32,7 @@ from tests.integration.hub.conftest import (
     open_upload,
     put_file,
     sign_beside,
+    upload_all,
     write_safe_model,
 )
 
@@ -80,11 +81,6 @@ def _until(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"the hub never got to: {what}")
         time.sleep(0.05)
-
-
-def _upload_all(http: httpx.Client, upload: str, signed: SignedModel) -> None:
-    for name in signed.files:
-        assert put_file(http, upload, name, (signed.folder / name).read_bytes()).status_code == 201
 
 
 # Names --------------------------------------------------------------------------------------------
@@ -200,7 +196,7 @@ def test_traversal_in_upload_paths_is_refused(
     assert _store_files(hub) == []
     assert not list(tmp_path.rglob("passwd"))
     # None of it counted: the real files go up and the version is published.
-    _upload_all(http, upload, signed)
+    upload_all(http, upload, signed)
     assert http.post(f"/api/v1/uploads/{upload}/commit").json()["state"] == "published"
 
 
@@ -300,7 +296,7 @@ def test_racing_commits_exactly_one_wins(
     hub: RunningHub, admin: Client, http: httpx.Client, med: str, signed: SignedModel
 ) -> None:
     upload = open_upload(http, "med/xray", "1.0.0", signed)
-    _upload_all(http, upload, signed)
+    upload_all(http, upload, signed)
     barrier = threading.Barrier(2)
     answers: list[httpx.Response] = []
 
@@ -353,7 +349,7 @@ def test_a_client_that_disconnects_mid_upload_leaves_nothing(
         admin.show("med/xray@1.0.0")
     # The version number is free again.
     upload = open_upload(http, "med/xray", "1.0.0", signed)
-    _upload_all(http, upload, signed)
+    upload_all(http, upload, signed)
     assert http.post(f"/api/v1/uploads/{upload}/commit").json()["state"] == "published"
 
 

@@ -23,6 +23,7 @@ from tests.integration.hub.conftest import (
     open_upload,
     put_file,
     sign_beside,
+    upload_all,
     write_safe_model,
 )
 
@@ -241,8 +242,7 @@ def test_a_commit_writes_no_file(
     folder = _malicious_model(tmp_path / "m") if malicious else write_safe_model(tmp_path / "m")
     signed = sign_beside(folder, signing_key)
     upload = open_upload(http, "med/xray", "1.0.0", signed)
-    for name in signed.files:
-        assert put_file(http, upload, name, (folder / name).read_bytes()).is_success
+    upload_all(http, upload, signed)
 
     written: list[str] = []
     real_open = os.open

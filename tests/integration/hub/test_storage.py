@@ -35,8 +35,8 @@ from tests.integration.hub.conftest import (
     assert_problem,
     bearer,
     open_upload,
-    put_file,
     sign_beside,
+    upload_all,
     write_safe_model,
 )
 
@@ -52,7 +52,9 @@ def _stored_files(hub: RunningHub) -> dict[str, tuple[str, str]]:
         }
 
 
-def _blob_path(hub: RunningHub, blob_id: str) -> Path:
+def _stored_blob(hub: RunningHub, name: str) -> Path:
+    """The blob file holding the one stored file called ``name``."""
+    [(blob_id, _)] = [v for k, v in _stored_files(hub).items() if k.endswith(f":{name}")]
     return hub.data_dir / "store" / "blobs" / blob_id[:2] / blob_id
 
 
@@ -117,8 +119,7 @@ def test_a_damaged_blob_fails_the_pull_and_leaves_nothing(
     damage: str,
 ) -> None:
     admin.push(safe_model, "med/xray@1.0.0", key=signing_key)
-    [(blob_id, _)] = [v for k, v in _stored_files(hub).items() if k.endswith(":config.json")]
-    blob = _blob_path(hub, blob_id)
+    blob = _stored_blob(hub, "config.json")
     data = bytearray(blob.read_bytes())
     if damage == "flip":
         data[-20] ^= 0x01  # inside the last segment's ciphertext
@@ -155,8 +156,7 @@ def test_a_damaged_later_segment_is_never_released(
     segment = hub.services.hub.limits.segment_size
     assert segment < len(weights) < 2 * segment
     admin.push(model, "med/xray@1.0.0", key=signing_key)
-    [(blob_id, _)] = [v for k, v in _stored_files(hub).items() if k.endswith(":model.safetensors")]
-    blob = _blob_path(hub, blob_id)
+    blob = _stored_blob(hub, "model.safetensors")
     data = bytearray(blob.read_bytes())
     data[-30] ^= 0x80
     blob.write_bytes(bytes(data))
@@ -322,10 +322,8 @@ def test_a_blob_damaged_before_its_commit_quarantines_the_version(
     to quarantine, whatever the scan threshold: a scan of damaged bytes proves nothing."""
     signed = sign_beside(write_safe_model(tmp_path / "model", size=600), signing_key)
     upload = open_upload(http, "med/xray", "1.0.0", signed)
-    for name in signed.files:
-        assert put_file(http, upload, name, (signed.folder / name).read_bytes()).is_success
-    [(blob_id, _)] = [v for k, v in _stored_files(hub).items() if k.endswith(":model.safetensors")]
-    blob = _blob_path(hub, blob_id)
+    upload_all(http, upload, signed)
+    blob = _stored_blob(hub, "model.safetensors")
     data = bytearray(blob.read_bytes())
     data[100 if where == "first" else -30] ^= 0x01  # the safetensors header, or the last segment
     blob.write_bytes(bytes(data))
@@ -391,8 +389,7 @@ def _uploaded(
     """An upload of ``signed`` as med/xray@1.0.0 with every file in, not committed yet."""
     admin.create_namespace("med", bastion.TrustPolicy.for_keys([key.public_key]))
     upload = open_upload(http, "med/xray", "1.0.0", signed)
-    for name in signed.files:
-        assert put_file(http, upload, name, (signed.folder / name).read_bytes()).is_success
+    upload_all(http, upload, signed)
     return upload
 
 
