@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -256,6 +257,7 @@ class RssSampler:
         self.peak_single = 0  # bytes: the largest single process
         self.at_start = 0  # bytes: the sum over the tree when the block began
         self.samples = 0
+        self.own_cpu = 0.0  # seconds of CPU the sampling thread used (in the client's figure)
 
     def __enter__(self) -> RssSampler:
         self._sample()
@@ -275,6 +277,7 @@ class RssSampler:
                 self._pids = process_tree(self._root)
                 refreshed = time.monotonic()
             self._sample()
+        self.own_cpu = time.thread_time()
 
     def _sample(self) -> None:
         figures = [status_field(pid, "VmRSS") for pid in self._pids]
@@ -392,6 +395,8 @@ class Transfer:
     peak_rss: int  # bytes, the server's tree (sum) at its largest
     peak_single: int  # bytes, the server's largest process
     rss_before: int  # bytes, the server's tree (sum) when the transfer began
+    client_cpu: float  # seconds, this process (every thread but the memory sampler)
+    server_cpu: float  # seconds, the server's process tree
 
 
 @dataclass
@@ -403,12 +408,26 @@ class Round:
     settle: dict[str, float] = field(default_factory=dict)  # seconds until a server was idle
 
 
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(server: Server, action: Any) -> Transfer:
+    """Run one transfer: its wall time, the server's memory, and both sides' CPU time."""
+    pids = process_tree(server.process.pid)
+    server_before, client_before = cpu_seconds(pids), own_cpu()
     with RssSampler(server.process.pid) as sampler:
         start = time.perf_counter()
         action()
         seconds = time.perf_counter() - start
-    return Transfer(seconds, sampler.peak_total, sampler.peak_single, sampler.at_start)
+    client = own_cpu() - client_before - sampler.own_cpu
+    # A process born during the transfer spent all its CPU time in it.
+    born = [pid for pid in process_tree(server.process.pid) if pid not in pids]
+    server_cpu = cpu_seconds(pids) - server_before + cpu_seconds(born)
+    return Transfer(
+        seconds, sampler.peak_total, sampler.peak_single, sampler.at_start, client, server_cpu
+    )
 
 
 @dataclass(frozen=True)
@@ -642,6 +661,22 @@ def report(setup: Setup, rounds: list[Round], header: list[str]) -> str:
             lines.append(f"  {case:<5} {tool:<8} {median(times):7.2f} s   [{shown}]")
     cps = " ".join(f"{r.cp:.2f}" for r in rounds)
     lines.append(f"  cp -r          {cp:7.2f} s   [{cps}]")
+    lines.append("")
+    lines.append(
+        "CPU seconds per transfer (median): client + server = total; the least wall time "
+        f"that total allows on this machine's {os.cpu_count()} cores, and the transfer's"
+    )
+    for case in CASES:
+        for tool in ("bastion", "mlflow"):
+            done = [getattr(r, tool)[case] for r in rounds]
+            client = median([t.client_cpu for t in done])
+            server = median([t.server_cpu for t in done])
+            total = median([t.client_cpu + t.server_cpu for t in done])
+            lines.append(
+                f"  {case:<5} {tool:<8} {client:5.1f} + {server:5.1f} = {total:5.1f} s"
+                f"   at least {total / (os.cpu_count() or 1):5.2f} s, took "
+                f"{median([t.seconds for t in done]):5.2f} s"
+            )
     mlflow_single = max(r.mlflow[c].peak_single for r in rounds for c in CASES)
     before = {
         tool: median([getattr(r, tool)[c].rss_before for r in rounds for c in CASES])
@@ -679,6 +714,8 @@ def to_json(rounds: list[Round]) -> list[dict[str, Any]]:
             "peak_rss": t.peak_rss,
             "peak_single": t.peak_single,
             "rss_before": t.rss_before,
+            "client_cpu_seconds": t.client_cpu,
+            "server_cpu_seconds": t.server_cpu,
         }
 
     return [
