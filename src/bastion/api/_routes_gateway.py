@@ -26,7 +26,7 @@ from bastion.api._security import Caller, authorize
 from bastion.api._services import Services, services_of
 from bastion.auth import PolicyResource, Principal
 from bastion.auth._policy_schema import ALL_NAMESPACES
-from bastion.errors import BastionError, ModelUnavailableError, NotFoundError
+from bastion.errors import BastionError, InputError, ModelUnavailableError, NotFoundError
 from bastion.serving._gateway import Gateway
 from bastion.serving._live import Answer, LiveDeployment
 from bastion.serving._record_summary import summarise_outputs
@@ -46,6 +46,8 @@ router = APIRouter()
 _HUB = PolicyResource.hub()
 #: The OIP extensions the gateway speaks.
 _EXTENSIONS = ["binary_tensor_data"]
+#: The request headers an inference call reads; each may be given once.
+_READ_ONCE = (b"content-type", b"inference-header-content-length")
 
 
 def gateway_of(svc: Services) -> Gateway:
@@ -122,6 +124,7 @@ async def call_deployment(
     call = _Call(gateway_of(services_of(request)), request, principal, deployment, body)
     try:
         served = served_deployment(request, principal, deployment)
+        _refuse_repeated(request.scope["headers"])
         answer = await served.infer(
             principal.actor,
             served.tier_of(principal.groups),
@@ -134,6 +137,19 @@ async def call_deployment(
         raise
     call.account_soon(answer=answer)
     return answer
+
+
+def _refuse_repeated(raw: list[tuple[bytes, bytes]]) -> None:
+    """Refuse a repeated header the call reads: which copy counts would be a guess."""
+    seen: list[bytes] = []
+    for key, _ in raw:
+        name = key.lower()
+        if name in _READ_ONCE:
+            if name in seen:
+                raise InputError(
+                    f"the request gives its {name.decode()} header more than once; send it once"
+                )
+            seen.append(name)
 
 
 @dataclass(slots=True)

@@ -346,6 +346,7 @@ def parse_infer_request(
     binary_default = parameters.get("binary_data_output", False)
     if type(binary_default) is not bool:
         raise InputError("binary_data_output must be true or false")
+    outputs = _requested_outputs(document.get("outputs"), signature, binary_default)
     entries = document["inputs"]
     if not isinstance(entries, list):
         raise InputError("'inputs' must be a list of request inputs")
@@ -363,5 +364,4 @@ def parse_infer_request(
     for name, bounds in ranges.items():
         _check_in_range(inputs[name], bounds, f"input {name!r}")
     ordered = {spec.name: inputs[spec.name] for spec in signature.inputs}
-    outputs = _requested_outputs(document.get("outputs"), signature, binary_default)
     return InferRequest(request_id, parameters, ordered, outputs)

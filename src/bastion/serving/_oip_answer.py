@@ -119,7 +119,12 @@ def _read_output(
         shown = obj["datatype"][:16] if isinstance(obj["datatype"], str) else "a non-string"
         raise InputError(f"{what}: datatype {shown!r}, but the model declares {spec.datatype}")
     shape = check_shape(
-        obj["shape"], spec, max_batch=max_elements, max_elements=max_elements, what=what
+        obj["shape"],
+        spec,
+        max_batch=max_elements,
+        max_elements=max_elements,
+        what=what,
+        empty=True,
     )
     size = check_parameters(obj.get("parameters"), f"{what} parameters").get("binary_data_size")
     if size is None:

@@ -86,12 +86,21 @@ def _show(shape: Iterable[int]) -> str:
 
 
 def check_shape(
-    value: object, spec: TensorSpec, *, max_batch: int, max_elements: int, what: str
+    value: object,
+    spec: TensorSpec,
+    *,
+    max_batch: int,
+    max_elements: int,
+    what: str,
+    empty: bool = False,
 ) -> tuple[int, ...]:
-    """The request's ``shape`` for ``spec``, if it fits the declaration and the limits.
+    """The ``shape`` given for ``spec``, if it fits the declaration and the limits.
 
     The first dimension, when declared variable (-1), is the batch and bounded by
-    ``max_batch``; the element count is bounded by ``max_elements``.
+    ``max_batch``; the element count is bounded by ``max_elements``, and so is the
+    product of the non-zero dimensions, which numpy must lay out even for a tensor of
+    no elements. Such an empty tensor is refused unless ``empty`` (a model's answer may
+    hold one; a request to it may not).
     """
     if not isinstance(value, list) or len(value) > MAX_RANK:
         raise InputError(f"{what}: 'shape' must be a list of at most {MAX_RANK} integers")
@@ -111,4 +120,12 @@ def check_shape(
             f"{what}: {count} elements is over the limit of {max_elements} per tensor; "
             "send a smaller tensor"
         )
+    if not count:
+        if not empty:
+            raise InputError(f"{what}: shape {_show(shape)} holds no elements; send at least one")
+        if element_count(tuple(dim for dim in shape if dim)) > max_elements:
+            raise InputError(
+                f"{what}: shape {_show(shape)} is over the limit of {max_elements} elements "
+                "per tensor in its non-zero dimensions"
+            )
     return shape

@@ -103,6 +103,30 @@ def test_each_refusal_is_answered_as_the_route_answers(published: Published, dep
         assert_problem(gate, 413, "payload_too_large")
 
 
+@pytest.mark.parametrize(
+    ("header", "values"),
+    [
+        ("content-type", ("text/plain", "application/json")),
+        ("inference-header-content-length", ("3", "7")),
+    ],
+)
+def test_a_repeated_header_the_call_reads_is_refused_on_both_paths(
+    published: Published, deployed: str, header: str, values: tuple[str, str]
+) -> None:
+    # The gate once kept a repeated header's last value and the route its first.
+    path = f"/v2/models/{deployed}/infer"
+    sent = [*bearer(published.invoker).items(), *((header, value) for value in values)]
+    if header != "content-type":
+        sent.append(("content-type", "application/octet-stream"))
+    body = json.dumps(_body()).encode()
+    with httpx.Client(base_url=published.hub.url) as http:
+        gate = http.post(path, content=body, headers=sent)
+        stack = http.post(path, content=body, headers=[*sent, *OTHER_ORIGIN.items()])
+    assert_problem(gate, 400, "bad_input")
+    assert f"gives its {header} header more than once" in gate.json()["detail"]
+    _same_answer(gate, stack)
+
+
 def test_a_policy_refusal_is_audited_and_other_calls_are_not(
     published: Published, deployed: str
 ) -> None:

@@ -168,6 +168,11 @@ def test_output_hardening_per_tier(published: Published) -> None:
     probabilities = _expected(rows)[1]
     np.testing.assert_array_equal(got["classes"][:, 0], probabilities.argmax(axis=1))
     np.testing.assert_allclose(got["scores"][:, 0], probabilities.max(axis=1).round(2), atol=1e-9)
+    with httpx.Client(base_url=published.hub.url, headers=bearer(published.invoker)) as http:
+        # A batch of no rows once reached the hardening, which refused it as the model's fault.
+        empty = http.post("/v2/models/hardened/infer", json=_request(rows[:0]))
+    assert_problem(empty, 400, "bad_input")
+    assert "holds no elements" in empty.json()["detail"]
     published.admin.undeploy("hardened")
 
 

@@ -404,6 +404,9 @@ def test_malformed_json_is_refused(body: bytes, message: str) -> None:
         (doc(iris_input(), outputs=[{"name": "label", "parameters": {"classification": 2}}]),
          "classification"),
         (doc(*[iris_input()] * 17), "17 inputs; the limit is 16"),
+        (doc(iris_input(shape=[0, 4], data=[])), "input 'x': shape [0, 4] holds no elements"),
+        # Outputs are checked before any input is decoded.
+        (doc(iris_input(shape=[2, 3]), outputs=[{"name": "nope"}]), "unknown output 'nope'"),
     ],
 )  # fmt: skip
 def test_requests_that_do_not_fit_the_signature_are_refused(body: bytes, message: str) -> None:
@@ -427,6 +430,22 @@ def test_integer_and_bool_elements_are_checked_by_type_and_range() -> None:
     with pytest.raises(InputError, match="element 0 is not a boolean"):
         parse({"inputs": [{"name": "i", "shape": [2], "datatype": "INT8", "data": [1, 2]},
                           {**good_b, "data": [1]}]}, signature)  # fmt: skip
+
+
+def test_an_empty_tensor_is_refused_whatever_its_other_dimensions() -> None:
+    # numpy cannot lay out [0, 2**62] of FP32: without the check it raised a bare ValueError.
+    signature = ModelSignature(
+        (TensorSpec("x", Datatype.FP32, (-1, -1)),), (TensorSpec("o", Datatype.FP32, (-1,)),)
+    )
+    for shape in ([0, 30], [3, 0], [0, 2**62], [0, 2**70]):
+        with pytest.raises(InputError, match="holds no elements"):
+            parse({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": []}]},
+                  signature)  # fmt: skip
+        header = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32",
+                              "parameters": {"binary_data_size": 0}}]}  # fmt: skip
+        body, headers = binary_body(header, b"")
+        with pytest.raises(InputError, match="holds no elements"):
+            parse_infer_request(body, "application/octet-stream", headers, signature, LIMITS)
 
 
 def test_too_many_elements_are_refused_before_reading_data() -> None:

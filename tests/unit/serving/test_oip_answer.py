@@ -295,3 +295,15 @@ def test_encoded_responses_round_trip(
         assert got.dtype == array.dtype
         assert got.shape == array.shape
         np.testing.assert_array_equal(got, array)
+
+
+def test_an_empty_output_is_accepted_if_numpy_can_lay_it_out() -> None:
+    signature = ModelSignature(CANCER.inputs, (TensorSpec("boxes", Datatype.FP32, (-1, -1)),))
+    empty = {**MLSERVER_ANSWER, "outputs": [
+        {"name": "boxes", "shape": [0, 4], "datatype": "FP32", "data": []}]}  # fmt: skip
+    assert answer_of(empty, signature).outputs["boxes"].shape == (0, 4)
+    for shape in ([0, 2**62], [0, 2**70]):
+        huge = {**MLSERVER_ANSWER, "outputs": [
+            {"name": "boxes", "shape": shape, "datatype": "FP32", "data": []}]}  # fmt: skip
+        with pytest.raises(UpstreamError, match="in its non-zero dimensions"):
+            answer_of(huge, signature)
