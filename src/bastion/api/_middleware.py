@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion._key_text import redact_tokens
 from bastion.api._problems import send_problem
 from bastion.api._services import Services
 
@@ -243,6 +244,11 @@ def record_request(
 
 
 def _resource(scope: Scope) -> str:
+    # A key's secret sent in a path by mistake (as a key id) is never recorded.
+    return redact_tokens(_named_resource(scope))
+
+
+def _named_resource(scope: Scope) -> str:
     # Routed requests carry their path parameters; those refused before routing, the ones
     # the access layer matched.
     params: dict[str, Any] = scope.get("path_params") or scope.get("state", {}).get(

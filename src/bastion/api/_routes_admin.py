@@ -11,10 +11,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from bastion._key_text import key_id_of
 from bastion.api._bodies import Binding, bindings_of, iso_time
 from bastion.api._security import Caller, authorize
 from bastion.api._services import Services, services
 from bastion.auth import IssuedKey, PolicyResource
+from bastion.errors import NotFoundError
 from bastion.registry import rotate_kek
 
 __all__ = ["router"]
@@ -76,13 +78,24 @@ def list_keys(request: Request, principal: Caller, svc: Svc) -> list[dict[str, A
 @router.delete("/api-keys/{key_id}", name="apikey.revoke", status_code=204)
 def revoke_key(key_id: str, request: Request, principal: Caller, svc: Svc) -> None:
     authorize(request, principal, _HUB)
-    svc.api_keys.revoke(key_id[:64], now=svc.hub.now())
+    svc.api_keys.revoke(_named_key(key_id), now=svc.hub.now())
 
 
 @router.post("/api-keys/{key_id}/rotate", name="apikey.rotate")
 def rotate_key(key_id: str, request: Request, principal: Caller, svc: Svc) -> dict[str, Any]:
     authorize(request, principal, _HUB)
-    return _issued(svc.api_keys.rotate(key_id[:64], now=svc.hub.now()))
+    return _issued(svc.api_keys.rotate(_named_key(key_id), now=svc.hub.now()))
+
+
+def _named_key(text: str) -> str:
+    """The id of the key a path names; a whole key (sent by mistake) names its own id."""
+    key_id = key_id_of(text)
+    if key_id is None:  # not echoed: it may be a key with a typo, secret and all
+        raise NotFoundError(
+            "no API key has that id; an id is 16 characters of a-z and 2-7, as "
+            "bastion tokens ls shows"
+        )
+    return key_id
 
 
 @router.get("/whoami", name="whoami")

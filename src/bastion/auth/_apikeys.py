@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import secrets
 import threading
 import time
@@ -33,6 +32,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from bastion._key_text import TOKEN
 from bastion.auth._policy_schema import (
     ACTION_GROUPS,
     ACTIONS,
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 PREFIX = "bst_"
-_TOKEN = re.compile(r"bst_([a-z2-7]{16})_([A-Za-z0-9_-]{43})")
 _DUMMY_HASH = hashlib.sha256(b"bastion: no such key").digest()
 #: last_used_at is written at most this often per key, not on every request.
 _LAST_USED_EVERY = timedelta(seconds=60)
@@ -77,7 +76,7 @@ _REFUSED = "the API key is unknown, expired or revoked; ask an administrator for
 
 def parse_token(token: str) -> tuple[str, str]:
     """Split a token into (key id, secret); AuthenticationError if it is malformed."""
-    match = _TOKEN.fullmatch(token)
+    match = TOKEN.fullmatch(token)
     if match is None:
         raise AuthenticationError(
             "the API key is malformed; keys look like bst_<id>_<secret>, as shown when created"

@@ -213,6 +213,7 @@ def _save_key(args: argparse.Namespace) -> int:
         token = os.environ.get("BASTION_TOKEN")
     if not token and sys.stdin.isatty():
         token = getpass.getpass("API key: ").strip()
+    token = (token or "").strip()  # a key pasted with its line break is still the key
     if not token:
         raise UsageError(
             "give the API key with --token-file, BASTION_TOKEN or at the prompt "

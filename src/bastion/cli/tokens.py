@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from bastion._key_text import key_id_of
 from bastion.cli._hub import add_hub_options, open_client
 from bastion.cli._output import add_json_flag, emit, note
 
@@ -129,5 +130,7 @@ def run(args: argparse.Namespace) -> int:
             emit(args, {"ok": True, **key}, key["token"])
         else:
             client.revoke_api_key(args.key_id)
-            emit(args, {"ok": True, "revoked": args.key_id}, f"revoked {args.key_id}")
+            # Named by the whole key, the key is shown by its id: its secret is not repeated.
+            revoked = key_id_of(args.key_id)
+            emit(args, {"ok": True, "revoked": revoked}, f"revoked {revoked}")
     return 0

@@ -11,11 +11,13 @@ from typing import Any
 
 import httpx
 
+from bastion._key_text import key_id_of
 from bastion.client._gateway import GatewayMixin
 from bastion.client._http import HubSession
 from bastion.client._identity import IdentityMixin
 from bastion.client._login import resolve_login
 from bastion.client._transfer import Progress, pull, push
+from bastion.errors import UsageError
 from bastion.registry._names import check_alias, check_name, parse_ref
 from bastion.signing import PrivateKey, TrustPolicy
 
@@ -192,11 +194,14 @@ class Client(IdentityMixin, GatewayMixin):
         return result
 
     def revoke_api_key(self, key_id: str) -> None:
-        self._session.request("DELETE", f"/api/v1/api-keys/{key_id}")
+        """Revoke a key, named by its id (or by the whole key, whose secret is not sent)."""
+        self._session.request("DELETE", f"/api/v1/api-keys/{_key_id(key_id)}")
 
     def rotate_api_key(self, key_id: str) -> dict[str, Any]:
         """A new secret for the key (shown once); the old token stops working."""
-        result: dict[str, Any] = self._session.json("POST", f"/api/v1/api-keys/{key_id}/rotate")
+        result: dict[str, Any] = self._session.json(
+            "POST", f"/api/v1/api-keys/{_key_id(key_id)}/rotate"
+        )
         return result
 
     def rotate_kek(self) -> dict[str, Any]:
@@ -230,3 +235,13 @@ class Client(IdentityMixin, GatewayMixin):
     def audit_checkpoint(self) -> dict[str, Any]:
         result: dict[str, Any] = self._session.json("POST", "/api/v1/audit/checkpoints")
         return result
+
+
+def _key_id(text: str) -> str:
+    key_id = key_id_of(text)
+    if key_id is None:  # not echoed: it may be a key with a typo, secret and all
+        raise UsageError(
+            "that is not an API key id; an id is 16 characters of a-z and 2-7, as "
+            "bastion tokens ls shows"
+        )
+    return key_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ _BY_CODE: dict[str, type[errors.BastionError]] = {
     and cls is not errors.BastionError
 }
 _TIMEOUT = httpx.Timeout(30.0, read=900.0)
+#: What a credential may hold to be sent in a header: visible ASCII, no space.
+_SENDABLE = re.compile(r"[\x21-\x7e]+")
 
 
 def _ssl_context(ca: str | None) -> ssl.SSLContext:
@@ -60,6 +63,11 @@ class HubSession:
     def __init__(self, login: Login, *, transport: httpx.BaseTransport | None = None) -> None:
         headers = {"user-agent": "bastion-sdk"}
         if login.token:
+            if not _SENDABLE.fullmatch(login.token):  # never echoed: it is a secret
+                raise errors.InputError(
+                    "the API key or token holds a character that cannot be sent (a space, a "
+                    "line break or a non-ASCII letter); copy it again exactly as it was shown"
+                )
             headers["authorization"] = f"Bearer {login.token}"
         self.url = login.url
         self._headers = headers
@@ -168,6 +176,12 @@ def _chunks(response: http.client.HTTPResponse, chunk: int, url: str) -> Iterato
 
 
 def _unreachable(url: str, exc: Exception) -> errors.BastionError:
+    if isinstance(exc, httpx.LocalProtocolError):
+        # The request could not be written; its text may quote a header, credentials and all.
+        return errors.InputError(
+            f"the request to the hub at {url} could not be sent ({type(exc).__name__}); "
+            "check the values given in headers"
+        )
     reason = str(exc) or type(exc).__name__
     if "CERTIFICATE_VERIFY_FAILED" in reason:
         return errors.HubUnavailableError(

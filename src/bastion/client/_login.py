@@ -137,7 +137,8 @@ def resolve_login(url: str | None = None, token: str | None = None, ca: str | No
     if not url.startswith(("https://", "http://")):
         raise UsageError(f"the hub URL {url!r} must start with https:// (or http:// on loopback)")
     ca = ca or os.environ.get("BASTION_CA") or saved.get("ca")
-    token = token or os.environ.get("BASTION_TOKEN")
+    # A key pasted or read with its line break (a file saved on Windows) is still the key.
+    token = (token or os.environ.get("BASTION_TOKEN") or "").strip()
     if token:
         return Login(url.rstrip("/"), token, ca)
     token = saved.get("token")

@@ -227,6 +227,32 @@ def test_a_publisher_of_one_namespace_cannot_touch_another(
     assert shown["yanked"] is False
 
 
+def test_a_key_named_by_its_whole_token_is_revoked_and_its_secret_kept_out_of_the_log(
+    hub: RunningHub, admin: Client, med: str
+) -> None:
+    # Revoking by the token (not its id) once echoed the secret and recorded it in the log.
+    issued = admin.create_api_key("leaked", [("med", "consumer")], expires_in_days=1)
+    token, secret = issued["token"], issued["token"].rsplit("_", 1)[1]
+    admin.revoke_api_key(token)
+    with hub.client(token) as leaked, pytest.raises(bastion.AuthenticationError):
+        leaked.whoami()
+    other = admin.create_api_key("other", [("med", "consumer")], expires_in_days=1)
+    with httpx.Client(base_url=hub.url, headers=bearer(hub.admin_token)) as http:
+        rotated = http.post(f"/api/v1/api-keys/{other['token']}/rotate")  # another client
+        assert rotated.status_code == 200, rotated.text
+        assert rotated.json()["id"] == other["id"]
+        typo = http.delete(f"/api/v1/api-keys/{other['token']}x")
+    assert_problem(typo, 404, "not_found")
+    assert other["token"] not in typo.text
+    with pytest.raises(bastion.UsageError) as refused:
+        admin.revoke_api_key(other["token"] + "x")
+    assert other["token"] not in refused.value.message
+    log = "\n".join(hub.services.audit_reader.entries(limit=10_000))
+    for leaked_secret in (secret, other["token"].rsplit("_", 1)[1]):
+        assert leaked_secret not in log
+    assert f"key:{issued['id']}" in log
+
+
 def test_expired_and_revoked_keys_are_refused(hub: RunningHub, admin: Client, med: str) -> None:
     issued = admin.create_api_key("ci", [("med", "consumer")], expires_in_days=1)
     with hub.client(issued["token"]) as ci:

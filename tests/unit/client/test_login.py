@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bastion.client import Login, login_path, resolve_login, save_login
+from bastion.client._http import HubSession
 from bastion.errors import InputError, UsageError
 
 
@@ -50,3 +51,19 @@ def test_missing_or_bad_settings_are_clear_errors() -> None:
 
 def test_the_token_never_shows_in_a_repr() -> None:
     assert "bst_secret" not in repr(Login("https://hub", "bst_secret", None))
+
+
+def test_a_key_read_with_its_line_break_is_still_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_URL", "https://hub")
+    monkeypatch.setenv("BASTION_TOKEN", "bst_env\r\n")  # a token file saved on Windows
+    assert resolve_login().token == "bst_env"
+    assert resolve_login(token=" bst_arg\n").token == "bst_arg"
+
+
+@pytest.mark.parametrize("token", ["bst_a b", "bst_a\x00", "bst_\u00e9t\u00e9", "bst_a\tb"])
+def test_a_credential_that_cannot_be_sent_is_refused_without_showing_it(token: str) -> None:
+    # It once reached httpx, whose error quoted the whole header, secret and all.
+    with pytest.raises(InputError, match="cannot be sent") as raised:
+        HubSession(Login("https://hub", token, None))
+    assert token not in raised.value.message
+    assert "bst_" not in raised.value.message
