@@ -4,6 +4,8 @@ documented exit codes (0 ok, 1 verification failed, 2 usage or bad input)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,14 +149,36 @@ def test_bad_input_exits_2_with_one_line(
     assert err.count("\n") == 1
 
 
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["verify"])
-    assert info.value.code == 2
+def test_usage_errors_exit_2_with_one_line_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "verify")
+    assert (code, out) == (2, "")
+    assert err == (
+        "bastion: error [usage]: the following arguments are required: model; "
+        "see bastion verify --help\n"
+    )
+    code, out, err = run(capsys, "digest", ".", "--json", "--hash", "md5")
+    assert code == 2
+    assert json.loads(out)["error"]["code"] == "usage"
+    assert "invalid choice: 'md5'" in json.loads(out)["error"]["message"]
+    assert err.count("\n") == 1
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("bastion ")
+
+
+def test_a_closed_stdout_ends_the_command_quietly(tmp_path: Path) -> None:
+    (tmp_path / "w.bin").write_bytes(b"x" * 1000)
+    for extra in ([], ["--json"]):
+        command = [sys.executable, "-m", "bastion", "digest", str(tmp_path), *extra]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run_:
+            assert run_.stdout is not None
+            assert run_.stderr is not None
+            run_.stdout.close()  # nobody reads the result: a pipe into `head -0`
+            err = run_.stderr.read().decode()
+        assert run_.returncode == 141, err
+        assert "Traceback" not in err
+        assert "report" not in err
 
 
 def test_json_errors_go_to_stdout_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

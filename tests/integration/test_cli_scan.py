@@ -82,9 +82,19 @@ def test_missing_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_bad_option_exits_2(clean: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["scan", str(clean), "--fail-on", "severe"])
-    assert exc.value.code == 2
+    code, out, err = run(capsys, "scan", clean, "--fail-on", "severe")
+    assert (code, out) == (2, "")
+    assert err.startswith("bastion: error [usage]: argument --fail-on: invalid choice")
+
+
+def test_json_failures_are_a_json_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # scan's --json is --format json: it once printed nothing at all when the scan failed.
+    for flags in (["--json"], ["--format", "json"]):
+        code, out, _ = run(capsys, "scan", tmp_path / "absent", *flags)
+        assert code == 2
+        assert json.loads(out)["error"]["code"] == "path_not_found"
 
 
 def test_the_command_module_does_not_import_the_scanner() -> None:

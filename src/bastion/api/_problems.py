@@ -142,6 +142,8 @@ def problem(request: Request, status: int, code: str, detail: str, **extra: Any)
     request_id = getattr(request.state, "request_id", None)
     body = problem_document(status, code, detail, request_id=request_id, **extra)
     headers = {"WWW-Authenticate": 'Bearer realm="bastion"'} if status == 401 else None
+    if "retry_after" in extra:
+        headers = {"Retry-After": str(extra["retry_after"])}
     request.state.error_code = code
     return JSONResponse(
         body, status_code=status, media_type="application/problem+json", headers=headers
@@ -155,6 +157,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         extra: dict[str, Any] = {}
         if isinstance(exc, errors.VerificationError) and exc.result is not None:
             extra["result"] = exc.result.to_dict()
+        if isinstance(exc, errors.RateLimitedError):  # a sign-in lock-out, say
+            extra["retry_after"] = exc.retry_after
         if status >= 500 and exc.code in ("internal", "integrity_failed"):
             log.error("request failed: %s", exc.message, exc_info=exc)
             return problem(request, status, exc.code, "the hub failed; see its log")

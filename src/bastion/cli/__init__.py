@@ -9,14 +9,17 @@ input, 3 internal error); ``--verbose`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
-from bastion.errors import BastionError, InternalError
+from bastion.errors import BastionError, InternalError, UsageError
 
 __all__ = ["main"]
 
@@ -51,12 +54,21 @@ COMMANDS = {
 }
 
 EXIT_INTERRUPTED = 130
+#: stdout was closed before the output was written (as a process killed by SIGPIPE).
+EXIT_STDOUT_CLOSED = 141
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose complaints are usage errors like any other (one line, ``--json``)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see {self.prog} --help")
 
 
 def _parser() -> argparse.ArgumentParser:
     from bastion import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bastion",
         description="Sign, verify and serve machine-learning models securely.",
     )
@@ -69,14 +81,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(words)
+    except UsageError as exc:
+        return _fail(exc, "--json" in words, verbose=False)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="bastion: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    as_json = getattr(args, "json", False)
+    # scan's --json is its --format json.
+    as_json = bool(getattr(args, "json", False)) or getattr(args, "format", None) == "json"
     try:
         code: int = args.run(args)
         return code
@@ -85,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bastion: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _stdout_closed()
     except Exception as exc:  # the boundary: anything else is a defect
         wrapped = InternalError(f"unexpected {type(exc).__name__}: {exc}; please report this")
         wrapped.__cause__ = exc
@@ -96,5 +115,17 @@ def _fail(exc: BastionError, as_json: bool, verbose: bool) -> int:
         traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
     print(f"bastion: error [{exc.code}]: {exc.message}", file=sys.stderr)
     if as_json:
-        print(json.dumps({"ok": False, "error": exc.to_dict()}, indent=2))
+        try:
+            print(json.dumps({"ok": False, "error": exc.to_dict()}, indent=2), flush=True)
+        except BrokenPipeError:
+            return _stdout_closed()
     return exc.exit_code
+
+
+def _stdout_closed() -> int:
+    """Whoever read stdout went away (``| head``): stop quietly, as a SIGPIPE would."""
+    # Python flushes stdout once more at exit; point it where that cannot fail.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_STDOUT_CLOSED

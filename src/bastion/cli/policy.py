@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -146,15 +147,29 @@ def _check(args: argparse.Namespace) -> int:
     from bastion.auth._policy import check_policies
 
     problems = check_policies(args.directory)
-    if args.json:
-        print(json.dumps({"ok": not problems, "problems": [str(p) for p in problems]}, indent=2))
+    if problems:
+        return _refuse(args, problems, "fix them and check again")
+    emit(
+        args,
+        {"ok": True, "problems": []},
+        f"{args.directory}: policies valid against the Bastion schema",
+    )
+    return 0
+
+
+def _refuse(args: argparse.Namespace, problems: Sequence[object], what_to_do: str) -> int:
+    """List ``problems`` on stderr, then fail as every command does (with them in the JSON)."""
+    from bastion.errors import PolicyError
+
     for problem in problems:
         print(f"bastion: {problem}", file=sys.stderr)
-    if not problems:
-        emit_text = f"{args.directory}: policies valid against the Bastion schema"
-        if not args.json:
-            print(emit_text)
-    return 2 if problems else 0
+    refused = PolicyError(f"{len(problems)} problem(s) in {args.directory}; {what_to_do}")
+    note(f"bastion: error [{refused.code}]: {refused.message}")
+    if args.json:
+        shown = [str(p) for p in problems]
+        document = {"ok": False, "error": refused.to_dict(), "problems": shown}
+        print(json.dumps(document, indent=2))
+    return refused.exit_code
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -163,18 +178,11 @@ def _apply(args: argparse.Namespace) -> int:
 
     problems = check_policies(args.directory)
     if problems:
-        for problem in problems:
-            print(f"bastion: {problem}", file=sys.stderr)
-        refused = PolicyError(
-            f"{len(problems)} problem(s) in {args.directory}; nothing was applied: fix them "
-            "(bastion policy check lists them) and apply again"
+        return _refuse(
+            args,
+            problems,
+            "nothing was applied: fix them (bastion policy check lists them) and apply again",
         )
-        note(f"bastion: error [{refused.code}]: {refused.message}")
-        if args.json:
-            shown = [str(p) for p in problems]
-            document = {"ok": False, "error": refused.to_dict(), "problems": shown}
-            print(json.dumps(document, indent=2))
-        return refused.exit_code
     sources, _ = _read_directory(args.directory)
     if not sources:
         raise PolicyError(f"{args.directory} holds no .cedar files; nothing would be allowed")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import UTC, datetime
 
 from bastion.cli._hub import add_hub_options, open_client
+from bastion.cli._output import add_json_flag
 from bastion.errors import UsageError
 
 __all__ = ["add_parser", "run"]
@@ -20,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     export.add_argument("--until", help="ISO date or time (UTC)")
     export.add_argument("--deployment", help="only this deployment's records")
     add_hub_options(export)
+    add_json_flag(export)
     export.set_defaults(run=run)
 
 
@@ -38,6 +41,10 @@ def _when(text: str | None, what: str) -> float | None:
 def run(args: argparse.Namespace) -> int:
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     with open_client(args) as client:
-        for line in client.inference_records(since=since, until=until, deployment=args.deployment):
+        lines = client.inference_records(since=since, until=until, deployment=args.deployment)
+        if args.json:
+            print(json.dumps({"records": [json.loads(line) for line in lines]}, indent=2))
+            return 0
+        for line in lines:
             sys.stdout.write(line + "\n")
     return 0

@@ -54,6 +54,9 @@ def _raise_problem(status: int, body: object) -> None:
     cls = _BY_CODE.get(code) if isinstance(code, str) else None
     if cls is None:
         cls = errors.HubUnavailableError if status >= 500 else errors.InputError
+    if cls is errors.RateLimitedError:
+        wait = body.get("retry_after") if isinstance(body, dict) else None
+        raise errors.RateLimitedError(message, retry_after=wait if type(wait) is int else 1)
     raise cls(message)
 
 

@@ -83,4 +83,7 @@ def test_records_export_writes_json_lines(
     assert records
     assert {r["deployment"] for r in records} == {"exported"}
     assert records[-1]["outcome"] == "ok"
+    # --json, as every hub command takes: one document (it was refused as unknown).
+    assert main(["records", "export", "--deployment", "exported", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"records": records}
     env.admin.undeploy("exported")

@@ -13,8 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 
+import bastion
 from bastion.auth._ratelimit import RateLimits
+from bastion.client import Client
 from tests.integration.hub.conftest import RunningHub, assert_problem, bearer
 from tests.support.oidc_provider import OidcProvider
 
@@ -118,3 +121,20 @@ def test_an_oidc_token_is_a_principal_with_roles_from_its_groups(
             assert nobody.json()["roles"] == []
             listing = http.get("/api/v1/namespaces", headers=bearer(stranger))
             assert listing.json() == []
+
+
+def test_a_refusal_to_wait_tells_the_sdk_how_long(hub: RunningHub) -> None:
+    # The SDK once dropped the hub's retry_after and always reported 1 s.
+    with httpx.Client(base_url=hub.url) as anon:
+        for _ in range(10):  # failed sign-ins for one name: a progressive delay
+            refused = anon.post(
+                "/api/v1/sessions", json={"user": "ghost", "password": "wrong", "code": "000000"}
+            )
+            if refused.status_code == 429:
+                break
+    problem = assert_problem(refused, 429, "rate_limited")
+    assert problem["retry_after"] == int(refused.headers["retry-after"]) >= 1
+    with Client(hub.url) as sdk, pytest.raises(bastion.RateLimitedError) as waited:
+        sdk.sign_in("ghost", "wrong", "000000")
+    assert waited.value.retry_after == waited.value.to_dict()["retry_after"]
+    assert f"{waited.value.retry_after} s" in waited.value.message

@@ -462,7 +462,11 @@ def test_cli_policy_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["policy", "check", str(tmp_path), "--json"]) == 2
     out = capsys.readouterr()
     assert "bad.cedar:1" in out.err
-    assert json.loads(out.out)["ok"] is False
+    assert out.err.splitlines()[-1].startswith("bastion: error [policy_invalid]: 1 problem(s)")
+    document = json.loads(out.out)
+    assert document["ok"] is False
+    assert document["error"]["code"] == "policy_invalid"  # once missing: only "problems"
+    assert "bad.cedar:1" in document["problems"][0]
 
 
 def test_cli_policy_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
