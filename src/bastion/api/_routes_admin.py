@@ -27,6 +27,8 @@ Svc = Annotated[Services, Depends(services)]
 
 _HUB = PolicyResource.hub()
 _AUDIT = PolicyResource.audit_log()
+#: The last row a page of audit entries holds: readers ask for the next page after it.
+_NEXT_AFTER = "Bastion-Audit-Next-After"
 
 
 class KeyCreate(BaseModel):
@@ -135,8 +137,12 @@ def audit_entries(
 ) -> Response:
     authorize(request, principal, _AUDIT)
     request.state.audit_details.update(after=after, limit=limit)
-    lines = svc.audit_reader.entries(after=after, limit=limit, since=since)
-    return Response("".join(line + "\n" for line in lines), media_type="application/x-ndjson")
+    lines, next_after = svc.audit_reader.page(after=after, limit=limit, since=since)
+    return Response(
+        "".join(line + "\n" for line in lines),
+        media_type="application/x-ndjson",
+        headers={_NEXT_AFTER: str(next_after)},
+    )
 
 
 @router.get("/audit/checkpoints", name="audit.checkpoints")

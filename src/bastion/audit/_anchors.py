@@ -175,13 +175,16 @@ class CheckpointAnchors:
                 )
                 anchor.matched = True  # reported as such; no entries are at stake
 
-    def judge(self, *, entries: int, max_seq: int, explained_from: int | None, gaps: bool) -> None:
+    def judge(
+        self, *, entries: int, max_seq: int, breaks: Sequence[Sequence[int]], gaps: bool
+    ) -> None:
         """Turn what the stream showed into problems, once all entries were read.
 
-        ``max_seq`` is the highest seq read, ``explained_from`` the first position or seq
-        at which a break in the chain was found (a root mismatch from there on is already
+        ``max_seq`` is the highest seq read, ``breaks`` the places (stream positions or
+        seqs) of each break found in the chain (a root mismatch from a break on is already
         explained), and ``gaps`` whether seqs inside the log were found deleted.
         """
+        explained_from = self._explained_from(breaks)
         settled = 0  # the size up to which the log matched a checkpoint
         rewrite: tuple[int, int, _Anchor] | None = None
         for anchor in sorted(self.stored, key=lambda a: a.checkpoint.size):
@@ -208,6 +211,18 @@ class CheckpointAnchors:
         short = _Shortfall(entries, max_seq, gaps)
         self._judge_tail(short)
         self._judge_witness(short, explained_from)
+
+    def _explained_from(self, breaks: Sequence[Sequence[int]]) -> int | None:
+        """The first position from which a break in the chain explains a root mismatch.
+
+        Each break counts from the first of its places that no matching checkpoint
+        covers: the log is intact up to the largest checkpoint it matched, so a break
+        cannot lie there. Otherwise an entry appended at the end claiming a small seq
+        would excuse the rewrite of entries checkpointed long before it.
+        """
+        intact = max((a.checkpoint.size for a in self._targets if a.matched), default=0)
+        firsts = [min(x for x in at if x > intact) for at in breaks if any(x > intact for x in at)]
+        return min(firsts, default=None)
 
     def _judge_tail(self, short: _Shortfall) -> None:
         beyond = [a for a in self.stored if a.checkpoint.size > short.entries]

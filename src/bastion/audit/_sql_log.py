@@ -24,6 +24,7 @@ from bastion.audit._entry import GENESIS_HASH, AuditEntry
 from bastion.audit._key import load_or_create_audit_key, public_key_pem
 from bastion.audit._merkle import MerkleAccumulator
 from bastion.db import AuditCheckpointRow, AuditEntryRow, AuditHead, Database, aware
+from bastion.errors import InputError, IntegrityError
 
 __all__ = ["AuditLog", "printable"]
 
@@ -137,14 +138,17 @@ class AuditLog:
             return entry
 
     def checkpoint(self) -> str | None:
-        """Sign the current head now (unless it is signed already); its JSON line."""
+        """Sign the current head now (unless it is signed already); its JSON line.
+
+        Raises :class:`IntegrityError` if the head's stored checkpoint cannot be read.
+        """
         with self._lock, self._db.session() as s:
             head = _head(s)
             if head.seq == 0:
                 return None
             existing = s.get(AuditCheckpointRow, head.seq)
             if existing is not None:
-                return existing.body
+                return _readable(existing)
             return self._sign(s, MerkleAccumulator.from_json(head.accumulator), head.hash)
 
     def _sign(self, s: Session, tree: MerkleAccumulator, last_hash: str) -> str:
@@ -159,11 +163,25 @@ class AuditLog:
         self, *, after: int = 0, limit: int = 1000, since: datetime | None = None
     ) -> list[str]:
         """Entries with seq > ``after`` (and not older than ``since``), oldest first."""
-        query = select(AuditEntryRow.line).where(AuditEntryRow.seq > after)
+        return self.page(after=after, limit=limit, since=since)[0]
+
+    def page(
+        self, *, after: int = 0, limit: int = 1000, since: datetime | None = None
+    ) -> tuple[list[str], int]:
+        """:meth:`entries`, and the row seq to read the next page after.
+
+        The next page starts after the last *row* returned (``after`` itself when none
+        was), never after the seq written inside a line: a line altered in the
+        database must not steer a reader back or forth through the log.
+        """
+        query = select(AuditEntryRow.seq, AuditEntryRow.line).where(AuditEntryRow.seq > after)
         if since is not None:
-            query = query.where(AuditEntryRow.time >= aware(since))
+            # SQLite keeps the column's wall-clock time and drops any offset, and the
+            # stored times are UTC: compare in UTC (PostgreSQL converts either way).
+            query = query.where(AuditEntryRow.time >= aware(since).astimezone(UTC))
         with self._db.session() as s:
-            return list(s.scalars(query.order_by(AuditEntryRow.seq).limit(limit)))
+            rows = s.execute(query.order_by(AuditEntryRow.seq).limit(limit)).all()
+        return [line for _, line in rows], (rows[-1].seq if rows else after)
 
     def checkpoints(self) -> list[str]:
         with self._db.session() as s:
@@ -181,6 +199,19 @@ class AuditLog:
     def latest_checkpoint(self) -> SignedCheckpoint | None:
         lines = self.checkpoints()
         return SignedCheckpoint.from_json(lines[-1]) if lines else None
+
+
+def _readable(row: AuditCheckpointRow) -> str:
+    """A stored checkpoint's line, if it can still be read as one."""
+    try:
+        SignedCheckpoint.from_json(row.body)
+    except InputError as exc:
+        raise IntegrityError(
+            f"the stored audit checkpoint for size {row.size} cannot be read ({exc.message}): "
+            "the audit log was altered or corrupted in the database; keep a copy of the "
+            "database and investigate"
+        ) from exc
+    return row.body
 
 
 def _head(s: Session) -> AuditHead:

@@ -78,12 +78,13 @@ def verify_log(
                 tracker.overflow_position,
             )
         )
-    # A root mismatch at or after the first break in the chain is explained by it.
-    explained_from = min(
-        (at for p in found for at in (p.position, p.seq) if at is not None), default=None
-    )
+    # A root mismatch at or after a break in the chain is explained by it. A break may
+    # lie at its position in the stream or where its seq says (where a moved run came
+    # from; which copy of a repeated seq is the forged one); the anchors rule out places
+    # that a matching checkpoint shows intact.
+    breaks = [tuple(at for at in (p.position, p.seq) if at is not None) for p in found]
     gaps = any(p.kind == "deleted" for p in found)
-    anchors.judge(entries=count, max_seq=max_seq, explained_from=explained_from, gaps=gaps)
+    anchors.judge(entries=count, max_seq=max_seq, breaks=breaks, gaps=gaps)
     inserted_at = {p.position for p in found if p.kind == "inserted"}
     modified = [p for p in modified if p.position not in inserted_at]
     problems = sorted(

@@ -24,6 +24,7 @@ from bastion.cli._output import add_json_flag, emit, note
 
 if TYPE_CHECKING:
     from bastion.audit import AuditEntry, SignedCheckpoint
+    from bastion.client import Client
 
 __all__ = ["add_parser", "run"]
 
@@ -72,7 +73,7 @@ def _export(args: argparse.Namespace) -> int:
         # Checkpoints first: the entries fetched after them cover every checkpoint, so the
         # two files verify together although the log grows while it is being exported.
         checkpoints = client.audit_checkpoints() if args.checkpoints_out else []
-        lines = client.audit_lines(since=since)
+        lines = _readable_lines(client.audit_lines(since=since))
         if args.json:
             print(json.dumps({"entries": [json.loads(line) for line in lines]}, indent=2))
         else:
@@ -120,8 +121,7 @@ def _verify(args: argparse.Namespace) -> int:
             key = client.audit_key()
             key_id = key["key_id"]
             public_key = load_audit_public_key(key["public_key"].encode())
-            client.audit_checkpoint()
-            checkpoints = _stored_checkpoints(client.audit_checkpoints())
+            checkpoints = _checkpoints_to_head(client)
             witnessed = None
             if not args.no_witness:
                 witness_file = _witness_path(client.url)
@@ -160,17 +160,45 @@ def _open(path: str, what: str) -> Iterator[BinaryIO]:
 
 def _stored_entries(lines: Iterable[str]) -> Iterator[AuditEntry]:
     """The hub's entries; one it cannot even parse was altered in its database (exit 1)."""
+    for position, line in enumerate(lines, 1):
+        yield _stored_entry(position, line)
+
+
+def _readable_lines(lines: Iterable[str]) -> Iterator[str]:
+    """The hub's lines as stored, each checked to be an entry (exit 1 at the first that is not)."""
+    for position, line in enumerate(lines, 1):
+        _stored_entry(position, line)
+        yield line
+
+
+def _stored_entry(position: int, line: str) -> AuditEntry:
     from bastion.audit import AuditEntry
     from bastion.errors import InputError, IntegrityError
 
-    for position, line in enumerate(lines, 1):
-        try:
-            yield AuditEntry.from_json(line)
-        except InputError as exc:
-            raise IntegrityError(
-                f"audit entry {position} as stored by the hub cannot be read ({exc.message}): "
-                "the log was altered or corrupted; keep a copy of the database and investigate"
-            ) from exc
+    try:
+        return AuditEntry.from_json(line)
+    except InputError as exc:
+        raise IntegrityError(
+            f"audit entry {position} as stored by the hub cannot be read ({exc.message}): "
+            "the log was altered or corrupted; keep a copy of the database and investigate"
+        ) from exc
+
+
+def _checkpoints_to_head(client: Client) -> list[SignedCheckpoint]:
+    """The hub's checkpoints, once it has signed its head (or found the head signed)."""
+    from bastion.errors import IntegrityError
+
+    try:
+        client.audit_checkpoint()
+    except IntegrityError as exc:
+        # The head's stored checkpoint cannot be read: the list names which one it is.
+        _stored_checkpoints(client.audit_checkpoints())
+        raise IntegrityError(
+            f"the hub cannot return the checkpoint of its log's head ({exc.message}): its "
+            "stored audit log was altered or corrupted; keep a copy of the database and "
+            "investigate"
+        ) from exc
+    return _stored_checkpoints(client.audit_checkpoints())
 
 
 def _stored_checkpoints(lines: Iterable[str]) -> list[SignedCheckpoint]:

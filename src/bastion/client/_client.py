@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -17,11 +16,28 @@ from bastion.client._http import HubSession
 from bastion.client._identity import IdentityMixin
 from bastion.client._login import resolve_login
 from bastion.client._transfer import Progress, pull, push
-from bastion.errors import UsageError
+from bastion.errors import HubUnavailableError, UsageError
 from bastion.registry._names import check_alias, check_name, parse_ref
 from bastion.signing import PrivateKey, TrustPolicy
 
 __all__ = ["Client"]
+
+
+#: The hub's answer to ``GET /api/v1/audit/entries`` names the last row it sent here.
+_NEXT_AFTER = "Bastion-Audit-Next-After"
+
+
+def _next_after(response: httpx.Response, after: int) -> int:
+    """Where the next page of audit entries starts, as the hub says; always past ``after``."""
+    text = response.headers.get(_NEXT_AFTER, "")
+    if not (text.isascii() and text.isdigit() and after < int(text) < 2**53):
+        raise HubUnavailableError(
+            f"the hub's page of audit entries after row {after} does not say where the next "
+            f"page starts (its {_NEXT_AFTER} header is missing or not past {after}): a "
+            "proxy may drop the header, or the hub runs an older Bastion; reach the hub "
+            "directly or upgrade it"
+        )
+    return int(text)
 
 
 class Client(IdentityMixin, GatewayMixin):
@@ -211,18 +227,23 @@ class Client(IdentityMixin, GatewayMixin):
     # audit --------------------------------------------------------------------------
 
     def audit_lines(self, *, since: datetime | None = None, page: int = 1000) -> Iterator[str]:
-        """Every audit entry, oldest first, as the JSON lines the hub stores."""
+        """Every audit entry, oldest first, as the JSON lines the hub stores.
+
+        The lines are not checked: one altered in the hub's database comes as stored.
+        Pages follow the hub's rows (it names the last row it sent), never the seqs
+        written in the lines, so an altered line cannot make this re-read or skip.
+        """
         after = 0
         while True:
             params: dict[str, Any] = {"after": after, "limit": page}
             if since is not None:
                 params["since"] = since.isoformat()
-            text = self._session.request("GET", "/api/v1/audit/entries", params=params).text
-            lines = [line for line in text.splitlines() if line]
+            response = self._session.request("GET", "/api/v1/audit/entries", params=params)
+            lines = response.text.split("\n")[:-1]  # one per row, each ending in "\n"
             yield from lines
             if len(lines) < page:
                 return
-            after = int(json.loads(lines[-1])["seq"])
+            after = _next_after(response, after)
 
     def audit_checkpoints(self) -> list[str]:
         text = self._session.request("GET", "/api/v1/audit/checkpoints").text

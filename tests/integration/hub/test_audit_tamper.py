@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import os
 import shutil
@@ -30,7 +31,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bastion
-from bastion.audit import AuditEntry, MerkleAccumulator, create_audit_key, public_key_pem
+from bastion.audit import (
+    AuditEntry,
+    MerkleAccumulator,
+    SignedCheckpoint,
+    create_audit_key,
+    load_audit_public_key,
+    public_key_pem,
+    verify_log,
+)
 from bastion.cli import main
 from tests.integration.hub.conftest import RunningHub, start_hub, write_safe_model
 
@@ -282,6 +291,66 @@ def test_an_unreadable_entry_is_tampering(copy: Path) -> None:
     assert doc["ok"] is False
     assert doc["error"]["code"] == "integrity_failed"
     assert "entry 12" in doc["error"]["message"]
+
+
+@pytest.mark.usefixtures("env")
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "lines"])
+def test_an_unreadable_entry_stops_an_export(copy: Path, as_json: bool) -> None:
+    with database(copy) as db:
+        db.execute("UPDATE audit_entries SET line = 'not json at all' WHERE seq = 12")
+    out, err = io.StringIO(), io.StringIO()
+    with running_hub(copy) as hub, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["audit", "export", "--url", hub.url, *(["--json"] if as_json else [])])
+    assert code == 1, err.getvalue()
+    message = json.loads(out.getvalue())["error"]["message"] if as_json else err.getvalue()
+    assert "audit entry 12 as stored by the hub cannot be read" in message
+    assert "Traceback" not in err.getvalue()
+    if not as_json:  # the lines before it were written as they are stored
+        assert [json.loads(line)["seq"] for line in out.getvalue().splitlines()] == [*range(1, 12)]
+
+
+def _set_seq_in_line(db: sqlite3.Connection, row: int, seq: int) -> None:
+    """Change the seq written inside a stored line; the row and its stored hash stay."""
+    (line,) = db.execute("SELECT line FROM audit_entries WHERE seq = ?", (row,)).fetchone()
+    db.execute(
+        "UPDATE audit_entries SET line = ? WHERE seq = ?",
+        (json.dumps({**json.loads(line), "seq": seq}, separators=(",", ":"), sort_keys=True), row),
+    )
+
+
+@pytest.mark.usefixtures("env")
+def test_pages_follow_the_rows_not_the_seqs_written_in_them(copy: Path) -> None:
+    # Rows 10 and 11 (the end of the first page of 10 and the start of the next) claim seq 1:
+    # a reader that paged by the claimed seq read rows 2..11 again and again.
+    with database(copy) as db:
+        _set_seq_in_line(db, 10, 1)
+        _set_seq_in_line(db, 11, 1)
+        stored = [line for (line,) in db.execute("SELECT line FROM audit_entries ORDER BY seq")]
+    with running_hub(copy) as hub, hub.client() as client:
+        key = load_audit_public_key(client.audit_key()["public_key"].encode())
+        checkpoints = [SignedCheckpoint.from_json(c) for c in client.audit_checkpoints()]
+        # each page asked for is audited: the log grows by one entry a page as it is read
+        lines = list(itertools.islice(client.audit_lines(page=10), 2 * len(stored)))
+    assert lines[: len(stored)] == stored
+    assert len(stored) < len(lines) <= len(stored) + len(stored) // 10 + 1
+    report = verify_log([AuditEntry.from_json(line) for line in lines], checkpoints, key)
+    assert problems(report.to_dict()) == [("modified", 10), ("modified", 11)]
+
+
+@pytest.mark.usefixtures("env")
+def test_an_unreadable_checkpoint_of_the_head_is_tampering(copy: Path) -> None:
+    with running_hub(copy) as hub:
+        hub.services.audit_reader.checkpoint()  # the head is signed; verify will not re-sign it
+    with database(copy) as db:
+        db.execute(
+            "UPDATE audit_checkpoints SET body = 'garbage' "
+            "WHERE size = (SELECT seq FROM audit_head WHERE id = 1)"
+        )
+    with running_hub(copy) as hub:
+        code, doc = verify_hub(hub.url, "--no-witness")
+    assert code == 1, doc
+    assert doc["error"]["code"] == "integrity_failed"
+    assert "as stored by the hub cannot be read" in doc["error"]["message"]
 
 
 @pytest.mark.usefixtures("env")

@@ -216,6 +216,30 @@ def test_whole_chain_recomputed_after_a_deletion(log: SignedLog) -> None:
     assert [(p.kind, p.seq) for p in report.problems] == [("modified", 76), ("deleted", 300)]
 
 
+def test_an_entry_appended_with_a_small_seq_does_not_hide_a_rewrite(log: SignedLog) -> None:
+    # Entries 100.. rewritten, and a junk entry claiming seq 3 appended at the end: it
+    # breaks the chain only at position 301, and the checkpoints up to 75 show that
+    # nothing before them moved, so the mismatches from 100 on are still a rewrite.
+    entries = list(log.entries)
+    entries[99] = replace(entries[99], actor="mallory")
+    entries = [*rechain(entries, 99), make_entry(3, "ab" * 32, actor="mallory")]
+    report = check(log, entries)
+    assert [(p.kind, p.seq, p.position) for p in report.problems] == [
+        ("inserted", 3, 301),
+        ("modified", 76, None),
+    ]
+    assert "entries 76..300 were rewritten" in report.problems[1].message
+
+
+def test_a_block_moved_to_the_end_still_explains_the_roots_after_its_seq(log: SignedLog) -> None:
+    # The seq of a moved block names where the stream was disturbed: no rewrite to report.
+    entries = list(log.entries)
+    block = entries[110:120]
+    del entries[110:120]
+    report = check(log, [*entries, *block])
+    assert only(report) == ("reordered", 111)
+
+
 def test_rechaining_without_a_change_is_harmless(log: SignedLog) -> None:
     assert check(log, rechain(log.entries, 0)).ok
 
