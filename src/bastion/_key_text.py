@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["KEY_ID", "TOKEN", "key_id_of", "redact_tokens"]
+from bastion.errors import BastionError
+
+__all__ = ["KEY_ID", "TOKEN", "key_id_named", "key_id_of", "redact_tokens"]
 
 #: A key's id: 16 characters of base32 (lower case).
 KEY_ID: Final = re.compile(r"[a-z2-7]{16}")
@@ -23,6 +25,18 @@ def key_id_of(text: str) -> str | None:
         return text
     match = TOKEN.fullmatch(text)
     return match.group(1) if match else None
+
+
+def key_id_named(text: str, refusal: type[BastionError]) -> str:
+    """:func:`key_id_of`, or ``refusal`` raised without echoing ``text`` (a mistyped key is a
+    secret too)."""
+    key_id = key_id_of(text)
+    if key_id is None:
+        raise refusal(
+            "that names no API key: give its id, 16 characters of a-z and 2-7 as "
+            "bastion tokens ls shows, or the whole key"
+        )
+    return key_id
 
 
 def redact_tokens(text: str) -> str:

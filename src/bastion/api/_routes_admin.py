@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from bastion._key_text import key_id_of
+from bastion._key_text import key_id_named
 from bastion.api._bodies import Binding, bindings_of, iso_time
 from bastion.api._security import Caller, authorize
 from bastion.api._services import Services, services
@@ -91,13 +91,7 @@ def rotate_key(key_id: str, request: Request, principal: Caller, svc: Svc) -> di
 
 def _named_key(text: str) -> str:
     """The id of the key a path names; a whole key (sent by mistake) names its own id."""
-    key_id = key_id_of(text)
-    if key_id is None:  # not echoed: it may be a key with a typo, secret and all
-        raise NotFoundError(
-            "no API key has that id; an id is 16 characters of a-z and 2-7, as "
-            "bastion tokens ls shows"
-        )
-    return key_id
+    return key_id_named(text, NotFoundError)
 
 
 @router.get("/whoami", name="whoami")

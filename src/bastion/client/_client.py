@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from bastion._key_text import key_id_of
+from bastion._key_text import key_id_named
 from bastion.client._gateway import GatewayMixin
 from bastion.client._http import HubSession
 from bastion.client._identity import IdentityMixin
@@ -259,10 +259,4 @@ class Client(IdentityMixin, GatewayMixin):
 
 
 def _key_id(text: str) -> str:
-    key_id = key_id_of(text)
-    if key_id is None:  # not echoed: it may be a key with a typo, secret and all
-        raise UsageError(
-            "that is not an API key id; an id is 16 characters of a-z and 2-7, as "
-            "bastion tokens ls shows"
-        )
-    return key_id
+    return key_id_named(text, UsageError)

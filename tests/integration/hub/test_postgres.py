@@ -25,7 +25,7 @@ from bastion.client import Client
 from bastion.crypto import WrappedKey
 from bastion.db import Database, FileRow, VersionRow
 from tests.integration.hub.conftest import RunningHub, start_hub, write_safe_model
-from tests.unit.db.test_migrations import postgres_database
+from tests.support.databases import postgres_database
 
 pytestmark = pytest.mark.postgres
 

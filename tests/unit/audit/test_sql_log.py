@@ -7,34 +7,17 @@ On SQLite and, where ``BASTION_TEST_POSTGRES_URL`` is set, PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
 from bastion.audit import AuditEntry, AuditLog, CheckpointSigner
-from bastion.db import AuditCheckpointRow, AuditEntryRow, Database, sqlite_url
+from bastion.db import AuditCheckpointRow, AuditEntryRow, Database
 from bastion.errors import IntegrityError
-from tests.unit.db.test_migrations import postgres_database
+from tests.support.databases import migrated_database  # noqa: F401 (the database fixture)
 
 T0 = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        db = Database(sqlite_url(tmp_path / "hub.sqlite"))
-        db.migrate()
-        yield db
-        db.dispose()
-        return
-    with postgres_database() as url:
-        db = Database(url)
-        db.migrate()
-        yield db
-        db.dispose()
 
 
 def _log(db: Database, signer: CheckpointSigner, entries: int, *, every: int = 1000) -> AuditLog:

@@ -6,7 +6,6 @@ Runs on SQLite, and on PostgreSQL too when ``BASTION_TEST_POSTGRES_URL`` is set.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from bastion.errors import (
     NotFoundError,
     RateLimitedError,
 )
-from tests.unit.db.test_migrations import postgres_database
+from tests.support.databases import migrated_database  # noqa: F401 (the database fixture)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
@@ -53,21 +52,6 @@ class CountingHasher(PasswordHasher):
     def _check(self, stored: str, encoded: bytes) -> bool:
         self.argon2_runs += 1
         return super()._check(stored, encoded)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        db = Database(sqlite_url(tmp_path / "hub.db"))
-        db.migrate()
-        yield db
-        db.dispose()
-        return
-    with postgres_database() as url:
-        db = Database(url)
-        db.migrate()
-        yield db
-        db.dispose()
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ create databases (``make test`` sets it); each test gets its own database, dropp
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,35 +19,10 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
-from sqlalchemy.engine import make_url
 
 from bastion.db import Base, Database, Namespace, sqlite_url
 from bastion.db._database import MIGRATIONS
-
-POSTGRES_ENV = "BASTION_TEST_POSTGRES_URL"
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, randomly named database on the test server; dropped afterwards."""
-    import psycopg
-    from psycopg import sql
-
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.skip(f"{POSTGRES_ENV} is not set; `make test` sets it (scripts/with-test-services)")
-    url = make_url(base)
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"bastion_test_{secrets.token_hex(6)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+from tests.support.databases import postgres_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
