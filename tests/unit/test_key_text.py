@@ -28,6 +28,9 @@ def test_a_whole_key_is_recorded_by_its_id_only() -> None:
     )
     assert secret not in redact_tokens(f"key:{KEY} and {KEY}")
     assert redact_tokens("key:" + ID) == "key:" + ID
+    # A person's session token is as much a secret (it was once recorded whole).
+    session = f"bss_{ID}_{secret}"
+    assert redact_tokens(f"key:{session}") == f"key:bss_{ID}_<redacted>"
 
 
 #: Text around a key that cannot itself hold one (every key has an underscore).

@@ -24,6 +24,7 @@ from typing import Final
 
 from sqlalchemy import delete, or_, update
 
+from bastion._key_text import SESSION_TOKEN
 from bastion.auth._principal import Principal
 from bastion.auth._users import UserLogin
 from bastion.auth._users_mfa import MfaMethod
@@ -36,7 +37,7 @@ __all__ = ["SESSION_PREFIX", "SESSION_REFUSED", "IssuedSession", "SessionStore"]
 
 SESSION_PREFIX: Final = "bss_"
 SESSION_REFUSED: Final = "the session is unknown, expired or signed out; sign in again"
-_TOKEN: Final = re.compile(r"bss_([a-z2-7]{16})_([A-Za-z0-9_-]{43})")
+_TOKEN: Final = SESSION_TOKEN
 _SESSION_ID: Final = re.compile(r"[a-z2-7]{16}")
 _DUMMY_HASH: Final = hashlib.sha256(b"bastion: no such session").digest()
 _NO_MATCH: Final = bytes(32)

@@ -242,13 +242,16 @@ def test_a_key_named_by_its_whole_token_is_revoked_and_its_secret_kept_out_of_th
         assert rotated.status_code == 200, rotated.text
         assert rotated.json()["id"] == other["id"]
         typo = http.delete(f"/api/v1/api-keys/{other['token']}x")
+        # A person's session token pasted instead: as much a secret as a key.
+        session = "bss_" + "b" * 16 + "_" + "S" * 43
+        assert_problem(http.delete(f"/api/v1/api-keys/{session}"), 404, "not_found")
     assert_problem(typo, 404, "not_found")
     assert other["token"] not in typo.text
     with pytest.raises(bastion.UsageError) as refused:
         admin.revoke_api_key(other["token"] + "x")
     assert other["token"] not in refused.value.message
     log = "\n".join(hub.services.audit_reader.entries(limit=10_000))
-    for leaked_secret in (secret, other["token"].rsplit("_", 1)[1]):
+    for leaked_secret in (secret, other["token"].rsplit("_", 1)[1], "S" * 43):
         assert leaked_secret not in log
     assert f"key:{issued['id']}" in log
 
