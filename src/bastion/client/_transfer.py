@@ -154,8 +154,12 @@ def pull(
         )
     signature = info["signature"].encode()
     _signer, statement = read_signature(signature, trust=trust)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pulling-", dir=dest.parent))
+    made = _make_folders(dest.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pulling-", dir=dest.parent))
+    except BaseException:
+        _remove_folders(made)
+        raise
     try:
         resources = []
         for entry in info["files"]:
@@ -180,6 +184,7 @@ def pull(
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_folders(made)
         raise
     return {
         "ref": f"{ref.namespace}/{ref.model}@{version}",
@@ -190,6 +195,24 @@ def pull(
         "signers": [s.to_dict() for s in result.signers],
         "yanked": info["yanked"],
     }
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; those created, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+    return missing
+
+
+def _remove_folders(made: list[Path]) -> None:
+    """Remove folders a failed pull created (deepest first), if nothing else went in them."""
+    for folder in made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 class _Absorber:

@@ -96,6 +96,14 @@ class _LocalWriter:
             self._open = False
             self._final.parent.mkdir(mode=0o700, exist_ok=True)
             os.replace(self._partial, self._final)
+        except FileNotFoundError:
+            # The upload was dropped (aborted, or expired) while this file arrived, and its
+            # partial blob with it: nothing to keep.
+            self.abort()
+            raise NotFoundError(
+                "the upload was aborted or expired while this file arrived; nothing was kept, "
+                "start a new upload"
+            ) from None
         except OSError as exc:
             self.abort()
             raise _disk_error(exc) from exc

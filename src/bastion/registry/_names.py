@@ -74,8 +74,17 @@ def check_classification(value: str) -> str:
 
 def check_file_path(value: str) -> str:
     """A relative, normalised file name inside a model: no '..', no absolute path."""
-    if not isinstance(value, str) or not value or len(value.encode()) > MAX_FILE_PATH:
-        raise InputError(f"file name is empty or longer than {MAX_FILE_PATH} bytes")
+    if not isinstance(value, str) or not value:
+        raise InputError("a file name is empty; name every file")
+    try:
+        encoded = value.encode()
+    except UnicodeEncodeError:  # a lone surrogate: JSON can carry one, no file name can
+        raise InputError(
+            f"file name {value.encode('utf-8', 'backslashreplace').decode()[:256]!r} is not "
+            "valid Unicode text; name files in UTF-8"
+        ) from None
+    if len(encoded) > MAX_FILE_PATH:
+        raise InputError(f"file name is longer than {MAX_FILE_PATH} bytes")
     if "\\" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InputError(f"file name {value!r} holds a backslash or a control character")
     parts = value.split("/")

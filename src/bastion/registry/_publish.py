@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -114,9 +115,9 @@ class Publisher:
                 + (f"; not declared: {', '.join(missing)}" if missing else "")
                 + (f"; not signed: {', '.join(extra)}" if extra else "")
             )
+        model_id = self._model_id(ns_id, model, now)
         try:
             with self.hub.db.session() as s:
-                model_id = _model_id(s, ns_id, model, now)
                 row = VersionRow(
                     model_id=model_id,
                     version=version,
@@ -168,6 +169,7 @@ class Publisher:
     def target(self, upload_id: str, path: str) -> FileTarget:
         """The declared file ``path`` of an open upload, with a fresh blob id for this attempt."""
         check_file_path(path)
+        self.expire()  # an expired upload takes no more files, though nothing dropped it yet
         with self.hub.db.session() as s:
             version = _open_upload(s, upload_id)
             row = s.scalars(
@@ -175,11 +177,18 @@ class Publisher:
             ).first()
             if row is None:
                 raise NotFoundError(f"{path!r} is not one of the files declared for this upload")
-            if row.uploaded:
+            blob_id = new_blob_id()
+            # Conditional, not read then written: another PUT of the same file may have
+            # finished since the row was read, and its blob must stay the one named.
+            claimed = s.execute(
+                update(FileRow)
+                .where(FileRow.id == row.id, FileRow.uploaded.is_(False))
+                .values(blob_id=blob_id)
+            )
+            if row.uploaded or claimed.rowcount != 1:  # type: ignore[attr-defined]
                 raise ConflictError(f"{path!r} was uploaded already")
-            row.blob_id = new_blob_id()
             ser = _serialization(version.signature)
-            return FileTarget(upload_id, path, row.size, row.blob_id, ser)
+            return FileTarget(upload_id, path, row.size, blob_id, ser)
 
     def sink(self, target: FileTarget) -> UploadSink:
         return UploadSink(
@@ -221,6 +230,7 @@ class Publisher:
 
     def commit(self, upload_id: str) -> dict[str, Any]:
         """Admit the version or quarantine it; QuarantinedError says why."""
+        self.expire()  # nor can it be committed
         with self.hub.db.session() as s:
             version = s.scalars(select(VersionRow).where(VersionRow.upload_id == upload_id)).first()
             if version is None:
@@ -319,6 +329,27 @@ class Publisher:
         self.hub.blobs.sweep_partial()
         return len(stale)
 
+    def _model_id(self, ns_id: int, model: str, now: Any) -> int:
+        """The model's id, the model created first if it is new.
+
+        In a transaction of its own: two first pushes of one model (different versions)
+        may both try to create it, and the one that loses reads the other's row instead
+        of failing as if its version existed.
+        """
+        for _attempt in range(2):
+            try:
+                with self.hub.db.session() as s:
+                    found = _existing_model(s, ns_id, model)
+                    if found is not None:
+                        return found
+                    row = ModelRow(namespace_id=ns_id, name=model, created_at=now)
+                    s.add(row)
+                    s.flush()
+                    return row.id
+            except DbIntegrityError:
+                continue  # created meanwhile: read it
+        raise ConflictError(f"the model {model!r} is being created; push again")
+
     def _drop(self, s: Session, version: VersionRow) -> None:
         files = s.scalars(select(FileRow).where(FileRow.version_id == version.id)).all()
         for f in files:
@@ -337,11 +368,12 @@ class Publisher:
         exc: BastionError,
     ) -> None:
         now = self.hub.now()
+        model_id = self._model_id(ns_id, model, now)
         try:
             with self.hub.db.session() as s:
                 s.add(
                     VersionRow(
-                        model_id=_model_id(s, ns_id, model, now),
+                        model_id=model_id,
                         version=version,
                         state="quarantined",
                         upload_id=secrets.token_hex(16),
@@ -370,21 +402,21 @@ def _declared(files: Mapping[str, int], max_files: int) -> dict[str, int]:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InputError(f"the size declared for {path!r} is not a whole number of bytes")
         out[path] = size
-    folded = {p.casefold() for p in out}
+    # NFC: "café" typed as one é or as e and a combining accent is one name to a person,
+    # and to file systems that ignore normalisation (as others ignore case).
+    folded = {unicodedata.normalize("NFC", p).casefold() for p in out}
     if len(folded) != len(out):
-        raise InputError("two declared files differ only in case; they would collide on pull")
+        raise InputError(
+            "two declared files differ only in case or Unicode normalisation; they would "
+            "collide on pull"
+        )
     return dict(sorted(out.items()))
 
 
-def _model_id(s: Session, ns_id: int, model: str, now: Any) -> int:
-    row = s.scalars(
-        select(ModelRow).where(ModelRow.namespace_id == ns_id, ModelRow.name == model)
+def _existing_model(s: Session, ns_id: int, model: str) -> int | None:
+    return s.scalars(
+        select(ModelRow.id).where(ModelRow.namespace_id == ns_id, ModelRow.name == model)
     ).first()
-    if row is None:
-        row = ModelRow(namespace_id=ns_id, name=model, created_at=now)
-        s.add(row)
-        s.flush()
-    return row.id
 
 
 def _open_upload(s: Session, upload_id: str) -> VersionRow:

@@ -70,7 +70,13 @@ def _object(value: object, what: str) -> Mapping[str, Any]:
 
 def _load_json(data: bytes, what: str) -> Any:
     try:
-        return json.loads(data)
+        # UTF-8, as JSON between systems must be (RFC 8259): json.loads would also take
+        # UTF-16 or UTF-32, which the hub stores and hands on as the signature's text.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BundleFormatError(f"the {what} is not UTF-8 JSON (truncated or corrupt?)") from None
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise BundleFormatError(f"the {what} is not valid JSON (truncated or corrupt?)") from exc
 
