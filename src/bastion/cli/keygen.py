@@ -63,11 +63,20 @@ def run(args: argparse.Namespace) -> int:
                 "the private key needs a passphrase: use --passphrase-file, "
                 "BASTION_KEY_PASSPHRASE or a terminal, or pass --unencrypted"
             )
-    key = generate_key(args.key_type)
     prefix = Path(args.out)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    if prefix.name in ("", ".", ".."):
+        raise UsageError(
+            f"--out {args.out!r} names a folder, not the keys: give a path and a name, "
+            "e.g. keys/release (writes keys/release.key and keys/release.pub)"
+        )
     private_path = prefix.with_name(prefix.name + ".key")
     public_path = prefix.with_name(prefix.name + ".pub")
+    if not args.force:  # before anything is written: never half a pair
+        for path in (private_path, public_path):
+            if path.exists() or path.is_symlink():
+                raise UsageError(f"{str(path)!r} already exists; pass --force to overwrite it")
+    key = generate_key(args.key_type)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
     _write(private_path, key.to_pem(passphrase), 0o600, args.force)
     _write(public_path, key.public_key.pem, 0o644, args.force)
     public = key.public_key

@@ -1,0 +1,41 @@
+"""``bastion keygen``: a whole pair or nothing, and an ``--out`` that names the keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("out", [".", "..", "/"])
+def test_an_out_that_names_a_folder_is_a_usage_error(
+    out: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It once crashed on Path.with_name: exit 3 and a traceback.
+    code, stdout, err = run(capsys, "keygen", "--out", out, "--unencrypted", "--json")
+    assert code == 2
+    assert "names a folder, not the keys" in err
+    assert '"usage"' in stdout
+
+
+def test_an_existing_public_key_leaves_no_private_key_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "k.pub").write_text("someone else's key\n")
+    code, _, err = run(capsys, "keygen", "--out", tmp_path / "k", "--unencrypted")
+    assert code == 2
+    assert "k.pub' already exists" in err
+    assert not (tmp_path / "k.key").exists()  # once written before the .pub was refused
+    assert (tmp_path / "k.pub").read_text() == "someone else's key\n"
+    code, _, _ = run(capsys, "keygen", "--out", tmp_path / "k", "--unencrypted", "--force")
+    assert code == 0
+    assert (tmp_path / "k.key").exists()
+    assert (tmp_path / "k.pub").read_text() != "someone else's key\n"
