@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bastion.cli import main
+from tests.support.pki import make_pki
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -192,3 +193,64 @@ def test_json_errors_go_to_stdout_too(tmp_path: Path, capsys: pytest.CaptureFixt
         },
     }
     assert "path_not_found" in err
+
+
+def test_signature_symlink_is_refused_at_signing_and_verification(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "keygen", "--out", tmp_path / "k", "--unencrypted")
+    (model / "model.sig").symlink_to("config.json")
+    sign = ("sign", model, "--key", tmp_path / "k.key", "--allow-symlinks", "--json")
+    code, out, err = run(capsys, *sign)
+    assert code == 2
+    assert json.loads(out)["error"]["code"] == "model_tree_invalid"
+    assert "symbolic link to 'config.json'" in err
+    (model / "model.sig").unlink()
+    assert run(capsys, *sign)[0] == 0
+    (model / "config.json").write_bytes((model / "model.sig").read_bytes())
+    (model / "model.sig").unlink()
+    (model / "model.sig").symlink_to("config.json")
+    code, _, err = run(capsys, "verify", model, "--public-key", tmp_path / "k.pub")
+    assert code == 1
+    assert "symbolic link" in err
+
+
+def test_verify_with_a_ca_needs_an_identity(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    code, _, err = run(
+        capsys,
+        "sign",
+        model,
+        "--key",
+        pki.leaf.key_path,
+        "--cert",
+        pki.leaf.cert_path,
+        "--chain",
+        pki.intermediate.cert_path,
+    )
+    assert code == 0, err
+    verify = ("verify", model, "--ca", pki.root.cert_path)
+    code, out, err = run(capsys, *verify)
+    assert (code, out) == (2, "")
+    assert err.startswith("bastion: error [usage]: --ca needs at least one --identity")
+    assert "--identity '*'" in err
+    code, _, err = run(capsys, *verify, "--identity", "*")
+    assert code == 0, err
+
+
+def test_sign_does_not_overwrite_a_file_that_is_not_a_signature(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "keygen", "--out", tmp_path / "k", "--unencrypted")
+    weights = model / "weights/part-0.bin"
+    before = weights.read_bytes()
+    sign = ("sign", model, "--key", tmp_path / "k.key", "--signature", weights)
+    code, _, err = run(capsys, *sign)
+    assert code == 2
+    assert "already exists and is not a signature bundle" in err
+    assert "--force" in err
+    assert weights.read_bytes() == before
+    assert run(capsys, *sign, "--force")[0] == 0
+    assert run(capsys, *sign)[0] == 0  # now a bundle: re-signing replaces it

@@ -319,7 +319,7 @@ def test_reference_certificate_signature_verifies_with_bastion(
     assert reference_sign_certificate(model, sig, pki, pki.intermediate) == 2
 
     verify = ("verify", model, "--signature", sig, "--ca", pki.root.cert_path)
-    code, out, err = bastion(capsys, *verify)
+    code, out, err = bastion(capsys, *verify, "--identity", "*")
     assert code == 0, err
     assert "verified" in out
 
@@ -332,13 +332,13 @@ def test_reference_certificate_signature_verifies_with_bastion(
 
     other_root = make_root_ca(tmp_path / "other", common_name="Another Root")
     code, _, err = bastion(
-        capsys, "verify", model, "--signature", sig, "--ca", other_root.cert_path
+        capsys, "verify", model, "--signature", sig, "--ca", other_root.cert_path, "--identity", "*"
     )
     assert code == 1
     assert "not trusted" in err
 
     (model / "tokenizer" / "vocab.txt").write_bytes(b"goodbye\n")
-    code, _, err = bastion(capsys, *verify)
+    code, _, err = bastion(capsys, *verify, "--identity", "*")
     assert code == 1
     assert "tokenizer/vocab.txt" in err
 
@@ -351,7 +351,9 @@ def test_reference_certificate_chain_including_the_root_verifies_with_bastion(
     pki = make_pki(tmp_path / "pki")
     sig = tmp_path / "model.sig"
     assert reference_sign_certificate(model, sig, pki, pki.intermediate, pki.root) == 3
-    code, _, err = bastion(capsys, "verify", model, "--signature", sig, "--ca", pki.root.cert_path)
+    code, _, err = bastion(
+        capsys, "verify", model, "--signature", sig, "--ca", pki.root.cert_path, "--identity", "*"
+    )
     assert code == 0, err
 
 

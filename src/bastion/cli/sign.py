@@ -26,6 +26,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--chain", nargs="+", default=[], metavar="PEM", help="intermediate certificates"
     )
     p.add_argument("--signature", help="where to write the bundle (default MODEL/model.sig)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing file at the signature path that is not a signature bundle",
+    )
     add_passphrase_option(p)
     add_hashing_options(p)
     add_cache_option(p)
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             ignore_git_paths=args.ignore_git_paths,
             allow_symlinks=args.allow_symlinks,
             cache=cache,
+            overwrite=args.force,
         )
     finally:
         if cache is not None:

@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--identity",
         action="append",
         default=None,
-        help="with --ca: accepted certificate identity (e-mail, URI, DNS or CN); repeatable",
+        help="with --ca (required): accepted certificate identity (e-mail, URI, DNS or CN), "
+        "or '*' for any; repeatable",
     )
     p.add_argument(
         "--signature",
@@ -42,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.identity and not args.ca:
         raise UsageError("--identity only applies with --ca")
+    if args.ca and not args.identity:
+        raise UsageError(
+            "--ca needs at least one --identity: name the accepted signer, or use "
+            "--identity '*' to accept any identity the CA certifies"
+        )
     trust = TrustPolicy.from_file(args.trust) if args.trust else None
     cache = open_cache(args.cache)
     try:
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             trust=trust,
             public_key=args.public_key,
             ca=args.ca,
-            identities=args.identity or ("*",),
+            identities=args.identity or (),
             signatures=args.signature,
             cache=cache,
         )

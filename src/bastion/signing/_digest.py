@@ -1,4 +1,11 @@
-"""The root digest of a model: a compact handle for exactly these files."""
+"""The root digest of a model: a compact handle for exactly these file contents.
+
+It is the OMS root digest: SHA-256 over the resources' raw digests, in
+manifest order. File names (and shard offsets) are not hashed, so renaming a
+file, or moving it to another folder, can leave the root digest unchanged; only
+the signed manifest binds names to contents. It stays this way to match
+OMS/``model-signing``.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +44,8 @@ def digest(
     """``sha256:<hex>``: the subject digest ``sign`` would record with the same options.
 
     Like ``sign``, it leaves out ``.git*`` paths and the default signature file.
+    It identifies the contents, in order, not the file names: to pin the names
+    as well, verify against the signed manifest.
     """
     model = Path(model_path)
     if not model.exists():

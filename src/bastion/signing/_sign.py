@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -13,7 +15,14 @@ from cryptography.hazmat.primitives import serialization
 
 from bastion._files import read_input
 from bastion.errors import InputError, ModelTreeError, PathNotFoundError, UsageError
-from bastion.signing._bundle import Bundle, DsseSignature, Statement, format_timestamp, pae
+from bastion.signing._bundle import (
+    MAX_BUNDLE_BYTES,
+    Bundle,
+    DsseSignature,
+    Statement,
+    format_timestamp,
+    pae,
+)
 from bastion.signing._cache import DigestCache
 from bastion.signing._certs import MAX_CERT_FILE, load_pem_certificates, signing_refusal
 from bastion.signing._hashing import ManifestHasher
@@ -28,9 +37,12 @@ from bastion.signing._manifest import (
 from bastion.signing._result import SignResult
 from bastion.signing._tree import GIT_PATHS, walk_model
 
-__all__ = ["DEFAULT_SIGNATURE_NAME", "default_signature_path", "sign"]
+__all__ = ["DEFAULT_SIGNATURE_NAME", "default_signature_path", "sign", "signature_name"]
 
 DEFAULT_SIGNATURE_NAME = "model.sig"
+
+#: Every Sigstore bundle's ``mediaType`` starts with this, whatever its version.
+_SIGSTORE_BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"
 
 
 def default_signature_path(model: Path) -> Path:
@@ -44,8 +56,43 @@ def relative_inside(model: Path, path: Path) -> str | None:
     """``path`` relative to the model folder, or None when it lies outside."""
     if not model.is_dir():
         return None
+    return _name_inside(model.resolve(), path.resolve())
+
+
+def signature_name(model: Path, signature: Path) -> str | None:
+    """The name of the signature file inside the model folder, or None when it lies outside.
+
+    Only the folders on the way are resolved, never the file itself, so the name
+    returned is the very entry that is read (at verification) or replaced (at
+    signing), and only that entry is left out of the manifest. A signature that
+    is a symbolic link inside the model, or one that leads into the model, is
+    refused: a ``model.sig -> config.json`` link would otherwise leave
+    ``config.json`` out of the comparison.
+    """
+    if not model.is_dir():
+        return None
+    root = model.resolve()
+    # ".." names a folder, never a bundle: resolve it whole.
+    parent = signature.parent.resolve()
+    where = parent / signature.name if signature.name != ".." else signature.resolve()
+    rel = _name_inside(root, where)
+    if not signature.is_symlink():
+        return rel
+    target = _name_inside(root, signature.resolve())
+    if rel is None and target is None:
+        return None
+    shown = os.fspath(signature)
+    pointing = f" to {target!r} in the model" if target is not None else ""
+    raise ModelTreeError(
+        f"signature {shown!r} is a symbolic link{pointing}; a signature in or pointing into "
+        "the model must be a regular file: replace the link with the bundle itself, or give "
+        "the bundle's real path"
+    )
+
+
+def _name_inside(root: Path, path: Path) -> str | None:
     try:
-        rel = path.resolve().relative_to(model.resolve())
+        rel = path.relative_to(root)
     except ValueError:
         return None
     return rel.as_posix() if rel.parts else None
@@ -75,7 +122,7 @@ def effective_ignore_paths(
     ignored = set(normalize_ignore_paths(model, ignore_paths))
     if ignore_git_paths and model.is_dir():
         ignored.update(GIT_PATHS)
-    signature_rel = relative_inside(model, signature_path)
+    signature_rel = signature_name(model, signature_path)
     if signature_rel is not None:
         ignored.add(signature_rel)
     return tuple(sorted(ignored))
@@ -131,6 +178,7 @@ def sign(
     cache: DigestCache | None = None,
     threads: int | None = None,
     now: datetime | None = None,
+    overwrite: bool = False,
 ) -> SignResult:
     """Sign the model at ``model_path`` and write an OMS bundle.
 
@@ -139,7 +187,9 @@ def sign(
     ``chain`` files), the bundle carries the X.509 chain instead of a key hint.
     The signature goes to ``signature_path`` (default ``model.sig`` in the
     model folder, or ``<file>.sig`` beside a single file) and is left out of
-    the manifest. Returns what was signed.
+    the manifest. An existing file there is replaced only if it is a signature
+    bundle, or with ``overwrite``; a symbolic link there inside the model, or
+    the single-file model itself, is always refused. Returns what was signed.
     """
     model = Path(model_path)
     if not model.exists():
@@ -163,6 +213,7 @@ def sign(
     files = walk_model(model, ignore_paths=ser.ignore_paths, allow_symlinks=allow_symlinks)
     if not files:
         raise ModelTreeError(f"model {os.fspath(model)!r} has no files to sign")
+    _check_output(model, out, overwrite)
     resources = ManifestHasher(ser, threads=threads, cache=cache).hash(files)
     statement = Statement.build(model.resolve().name, ser, tuple(resources), signed_at)
     payload = statement.to_payload()
@@ -184,6 +235,47 @@ def sign(
         resources=len(resources),
         signed_at=signed_at,
     )
+
+
+def _check_output(model: Path, out: Path, overwrite: bool) -> None:
+    """Refuse to replace a file that is not a signature bundle (unless ``overwrite``),
+    and always refuse to replace the single file being signed."""
+    if not out.exists():
+        return
+    shown = os.fspath(out)
+    if not model.is_dir() and os.path.samefile(out, model):
+        raise UsageError(
+            f"the signature path {shown!r} is the model file being signed, which the "
+            "signature would replace; write the signature elsewhere (default: <file>.sig)"
+        )
+    if not overwrite and not _holds_a_bundle(out):
+        raise UsageError(
+            f"{shown!r} already exists and is not a signature bundle; give another "
+            "signature path, or pass --force (overwrite=True) to replace it"
+        )
+
+
+def _holds_a_bundle(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding a Sigstore bundle (of any version)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BUNDLE_BYTES:
+            return False
+        # A bundle is a JSON object: most other files are told apart by their first bytes.
+        if not fh.read(64).lstrip().startswith(b"{"):
+            return False
+        fh.seek(0)
+        data = fh.read(MAX_BUNDLE_BYTES + 1)
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    media_type = doc.get("mediaType") if isinstance(doc, dict) else None
+    return isinstance(media_type, str) and media_type.startswith(_SIGSTORE_BUNDLE_MEDIA_TYPE)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -103,10 +103,8 @@ class TrustPolicy:
         return cls(keys=tuple(TrustedKey(k.fingerprint, k) for k in keys))
 
     @classmethod
-    def for_roots(
-        cls, roots: Sequence[x509.Certificate], identities: Sequence[str] = (ANY_IDENTITY,)
-    ) -> TrustPolicy:
-        """Trust certificates chaining to ``roots`` for ``identities``."""
+    def for_roots(cls, roots: Sequence[x509.Certificate], identities: Sequence[str]) -> TrustPolicy:
+        """Trust certificates chaining to ``roots`` for ``identities`` (``["*"]``: any)."""
         return cls(authorities=(TrustedAuthority("ca", tuple(roots), tuple(identities)),))
 
     @classmethod

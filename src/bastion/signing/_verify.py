@@ -29,7 +29,7 @@ from bastion.signing._hashing import ManifestHasher
 from bastion.signing._keys import MAX_KEY_FILE, PublicKey
 from bastion.signing._manifest import ManifestDiff, Method, Resource, file_of
 from bastion.signing._result import Signer, VerificationResult
-from bastion.signing._sign import default_signature_path, relative_inside
+from bastion.signing._sign import default_signature_path, signature_name
 from bastion.signing._tree import SINGLE_FILE_NAME, walk_model
 from bastion.signing._trust import TrustPolicy
 
@@ -46,7 +46,7 @@ def verify(
     trust: TrustPolicy | None = None,
     public_key: PublicKey | str | os.PathLike[str] | None = None,
     ca: str | os.PathLike[str] | None = None,
-    identities: Sequence[str] = ("*",),
+    identities: Sequence[str] = (),
     signatures: Sequence[str | os.PathLike[str]] | None = None,
     cache: DigestCache | None = None,
     threads: int | None = None,
@@ -56,36 +56,67 @@ def verify(
 
     Trust comes from exactly one of ``trust`` (a :class:`TrustPolicy`),
     ``public_key`` (a key or PEM file) or ``ca`` (a PEM file of root
-    certificates, with the accepted ``identities``). ``signatures`` lists the
-    bundle files (default: the one ``sign`` writes by default); with several,
-    each must verify and together they must meet the policy's threshold.
+    certificates, with the accepted ``identities``, which must be given:
+    ``["*"]`` accepts any). ``signatures`` lists the bundle files (default: the
+    one ``sign`` writes by default); with several, each must verify and
+    together they must come from as many distinct keys as the policy's threshold.
+    A signature that is a symbolic link in or into the model is refused.
     """
     policy = _policy(trust, public_key, ca, identities)
     model = Path(model_path)
     if not model.exists():
         raise PathNotFoundError(f"model path {os.fspath(model)!r} does not exist")
     paths = [Path(s) for s in signatures] if signatures else [default_signature_path(model)]
-    sig_names = {rel for p in paths if (rel := relative_inside(model, p)) is not None}
+    sig_names = _signature_names(model, paths)
     at = now or datetime.now(UTC)
     result: VerificationResult | None = None
     signers: list[Signer] = []
+    keys: list[PublicKey] = []
     for path in paths:
         bundle = Bundle.from_json(read_input(path, "signature", limit=MAX_BUNDLE_BYTES))
-        signer, statement = _authenticate(bundle, policy, os.fspath(path), at)
+        signer, statement, key = _authenticate(bundle, policy, os.fspath(path), at)
         signers.append(signer)
+        keys.append(key)
         result = _compare(model, statement, sig_names, cache, threads)
         result = replace(result, signers=tuple(signers))
         if not result.ok:
             raise VerificationError(_describe_mismatch(result, os.fspath(path)), result=result)
     assert result is not None
-    distinct = {s.name for s in signers}
-    if len(distinct) < policy.threshold:
+    distinct = _distinct_keys(keys)
+    if distinct < policy.threshold:
         raise VerificationError(
             f"the trust policy needs {policy.threshold} distinct trusted signers; "
-            f"the signatures given come from {len(distinct)}",
+            f"the signatures given come from {distinct} distinct key(s) (one key counts "
+            "once, under whichever entries trust it): add signatures by other trusted keys",
             result=result,
         )
     return result
+
+
+def _signature_names(model: Path, paths: Sequence[Path]) -> set[str]:
+    """The names, inside the model, of the bundles being checked: left out of the comparison."""
+    names = set()
+    for path in paths:
+        try:
+            name = signature_name(model, path)
+        except ModelTreeError as exc:
+            raise VerificationError(f"cannot verify: {exc.message}") from exc
+        if name is not None:
+            names.add(name)
+    return names
+
+
+def _distinct_keys(keys: Sequence[PublicKey]) -> int:
+    """How many distinct keys signed: the same key counts once, whether trusted as a key
+    or through a certificate, and so does a hybrid key with its own classical half."""
+    groups: list[set[bytes]] = []
+    for key in keys:
+        group = {part.pem for part in key.parts}
+        for other in [g for g in groups if g & group]:
+            group |= other
+            groups.remove(other)
+        groups.append(group)
+    return len(groups)
 
 
 def read_signature(
@@ -100,7 +131,10 @@ def read_signature(
     Raises :class:`BundleFormatError` for a malformed bundle and
     :class:`VerificationError` for one that is not trusted.
     """
-    return _authenticate(Bundle.from_json(signature), trust, source, now or datetime.now(UTC))
+    signer, statement, _ = _authenticate(
+        Bundle.from_json(signature), trust, source, now or datetime.now(UTC)
+    )
+    return signer, statement
 
 
 def signed_files(statement: Statement) -> list[str]:
@@ -126,7 +160,7 @@ def verify_digests(
     """
     at = now or datetime.now(UTC)
     bundle = Bundle.from_json(signature)
-    signer, statement = _authenticate(bundle, trust, source, at)
+    signer, statement, _ = _authenticate(bundle, trust, source, at)
     if trust.threshold > 1:
         raise VerificationError(
             f"the trust policy needs {trust.threshold} distinct signers; one signature was given"
@@ -173,6 +207,11 @@ def _policy(
             )
         return TrustPolicy.for_keys([public_key])
     assert ca is not None
+    if not identities:
+        raise UsageError(
+            "verifying with a CA needs the certificate identities to accept: pass "
+            "identities=[...], or identities=['*'] to accept any identity the CA certifies"
+        )
     roots = load_pem_certificates(
         read_input(ca, "CA certificate", limit=MAX_CERT_FILE), source=os.fspath(ca)
     )
@@ -186,7 +225,8 @@ def _key_signed(key: PublicKey, bundle: Bundle, message: bytes) -> bool:
 
 def _authenticate(
     bundle: Bundle, policy: TrustPolicy, source: str, at: datetime
-) -> tuple[Signer, Statement]:
+) -> tuple[Signer, Statement, PublicKey]:
+    """The trusted signer of ``bundle``, the statement it signs, and the key that signed it."""
     message = pae(bundle.payload)
     if bundle.certificates:
         leaf_key = leaf_public_key(bundle.certificates[0], source=source)
@@ -216,7 +256,7 @@ def _authenticate(
                 verified.identities,
                 statement.signed_at,
             )
-            return signer, statement
+            return signer, statement, verified.public_key
         reason = "; ".join(failures) or "the trust policy names no certificate authority"
         raise VerificationError(f"{source}: certificate not trusted: {reason}")
     candidates = [
@@ -236,7 +276,7 @@ def _authenticate(
                 (),
                 statement.signed_at,
             )
-            return signer, statement
+            return signer, statement, trusted.key
     if not candidates:
         raise VerificationError(f"{source}: signed by a key the trust policy does not name")
     raise VerificationError(f"{source}: the signature is not valid for the trusted key")

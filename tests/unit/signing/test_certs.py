@@ -42,6 +42,7 @@ DAY = timedelta(days=1)
 EMAIL = "release-bot@example.com"
 URI = "https://ci.example.com/pipelines/release"
 COMMON_NAME = "Release Bot"
+ANY = ["*"]  # a CA needs its accepted identities written out; "*" accepts any
 
 
 @pytest.fixture
@@ -140,7 +141,7 @@ def test_ed25519_leaf_works(tmp_path: Path, model_dir: Path, pki: PKI) -> None:
     leaf = make_leaf(tmp_path / "pki", pki.intermediate, key_type="ed25519", stem="ed")
     sig = tmp_path / "model.sig"
     sign_with(model_dir, leaf, [pki.intermediate], sig)
-    result = bastion.verify(model_dir, ca=pki.root.cert_path, signatures=[sig])
+    result = bastion.verify(model_dir, ca=pki.root.cert_path, identities=ANY, signatures=[sig])
     assert result.signers[0].algorithm == "ed25519"
 
 
@@ -169,7 +170,7 @@ def test_extended_key_usage_code_signing_without_key_usage_verifies(
         leaf.cert.extensions.get_extension_for_class(x509.KeyUsage)
     sig = tmp_path / "model.sig"
     sign_with(model_dir, leaf, [pki.intermediate], sig)
-    assert bastion.verify(model_dir, ca=pki.root.cert_path, signatures=[sig]).ok
+    assert bastion.verify(model_dir, ca=pki.root.cert_path, identities=ANY, signatures=[sig]).ok
 
 
 def test_leaf_valid_at_signing_time_but_expired_now_still_verifies(
@@ -183,7 +184,9 @@ def test_leaf_valid_at_signing_time_but_expired_now_still_verifies(
     signed = sign_with(model_dir, leaf, [pki.intermediate], sig, now=NOW)
     a_year_later = NOW + 365 * DAY
     assert a_year_later > leaf.cert.not_valid_after_utc
-    result = bastion.verify(model_dir, ca=pki.root.cert_path, signatures=[sig], now=a_year_later)
+    result = bastion.verify(
+        model_dir, ca=pki.root.cert_path, identities=ANY, signatures=[sig], now=a_year_later
+    )
     assert result.ok
     assert result.signers[0].signed_at == signed.signed_at == NOW
 
@@ -198,7 +201,9 @@ def test_recorded_signing_time_inside_the_window_verifies(
     sig = tmp_path / "model.sig"
     signed_at = NOW + 10 * DAY
     sign_recording_time(model_dir, leaf, [pki.intermediate], sig, signed_at)
-    result = bastion.verify(model_dir, ca=pki.root.cert_path, signatures=[sig], now=signed_at)
+    result = bastion.verify(
+        model_dir, ca=pki.root.cert_path, identities=ANY, signatures=[sig], now=signed_at
+    )
     assert result.signers[0].signed_at == signed_at
 
 
@@ -221,6 +226,23 @@ def test_trust_policy_with_certificate_roots(tmp_path: Path, model_dir: Path, pk
     assert result.signers[0].name == "corp"
 
 
+def test_one_key_trusted_as_a_key_and_through_a_ca_counts_once(
+    tmp_path: Path, model_dir: Path, pki: PKI
+) -> None:
+    public = bastion.PrivateKey.from_pem(pki.leaf.key_path.read_bytes()).public_key
+    toml = (
+        "version = 1\nthreshold = 2\n"
+        f"[[keys]]\nname = 'bot-key'\npublic_key = '''{public.pem.decode()}'''\n"
+        f"[[certificates]]\nname = 'corp'\nroots_path = '{pki.root.cert_path}'\n"
+        "identities = ['*']\n"
+    )
+    as_key, as_cert = tmp_path / "key.sig", tmp_path / "cert.sig"
+    bastion.sign(model_dir, pki.leaf.key_path, signature_path=as_key)
+    sign_with(model_dir, pki.leaf, [pki.intermediate], as_cert)
+    with pytest.raises(bastion.VerificationError, match="come from 1 distinct key"):
+        bastion.verify(model_dir, trust=TrustPolicy.from_toml(toml), signatures=[as_key, as_cert])
+
+
 # --- what fails at verification: VerificationError, exit 1 -------------------
 
 
@@ -231,7 +253,7 @@ def test_leaf_expired_at_signing_time_fails(tmp_path: Path, model_dir: Path, pki
     sig = tmp_path / "model.sig"
     signed_at = NOW + 60 * DAY  # after the leaf's notAfter, while its CAs are still valid
     sign_recording_time(model_dir, leaf, [pki.intermediate], sig, signed_at)
-    err = fails(model_dir, sig, ca=pki.root.cert_path, now=signed_at + DAY)
+    err = fails(model_dir, sig, ca=pki.root.cert_path, identities=ANY, now=signed_at + DAY)
     assert "certificate not trusted" in err.message
     assert f"signing time {signed_at:%Y-%m-%dT%H:%M:%SZ}" in err.message
     assert "not valid" in err.message
@@ -248,7 +270,7 @@ def test_leaf_not_yet_valid_at_signing_time_fails(
     sig = tmp_path / "model.sig"
     signed_at = NOW - 10 * DAY  # before the leaf's notBefore, while its CAs were valid
     sign_recording_time(model_dir, leaf, [pki.intermediate], sig, signed_at)
-    err = fails(model_dir, sig, ca=pki.root.cert_path, now=NOW)
+    err = fails(model_dir, sig, ca=pki.root.cert_path, identities=ANY, now=NOW)
     assert f"signing time {signed_at:%Y-%m-%dT%H:%M:%SZ}" in err.message
     assert "not valid" in err.message
 
@@ -262,14 +284,14 @@ def test_intermediate_expired_at_signing_time_fails(tmp_path: Path, model_dir: P
     sig = tmp_path / "model.sig"
     signed_at = NOW + 10 * DAY
     sign_recording_time(model_dir, leaf, [intermediate], sig, signed_at)
-    err = fails(model_dir, sig, ca=root.cert_path, now=signed_at)
+    err = fails(model_dir, sig, ca=root.cert_path, identities=ANY, now=signed_at)
     assert "not valid" in err.message
 
 
 def test_signing_time_in_the_future_fails(tmp_path: Path, model_dir: Path, pki: PKI) -> None:
     sig = tmp_path / "model.sig"
     sign_with(model_dir, pki.leaf, [pki.intermediate], sig, now=NOW + timedelta(hours=1))
-    err = fails(model_dir, sig, ca=pki.root.cert_path, now=NOW)
+    err = fails(model_dir, sig, ca=pki.root.cert_path, identities=ANY, now=NOW)
     assert "in the future" in err.message
 
 
@@ -286,7 +308,7 @@ def test_key_usage_without_digital_signature_fails(
         x509.KeyUsage
     ).value.digital_signature
     replace_leaf(sig, reissued.cert)
-    err = fails(model_dir, sig, ca=pki.root.cert_path)
+    err = fails(model_dir, sig, ca=pki.root.cert_path, identities=ANY)
     assert "key usage does not allow signing" in err.message
 
 
@@ -304,7 +326,7 @@ def test_neither_key_usage_nor_code_signing_fails(
         stem="bare",
     )
     replace_leaf(sig, reissued.cert)
-    err = fails(model_dir, sig, ca=pki.root.cert_path)
+    err = fails(model_dir, sig, ca=pki.root.cert_path, identities=ANY)
     assert "neither digitalSignature nor codeSigning" in err.message
 
 
@@ -316,7 +338,7 @@ def test_certificate_swapped_for_another_key_fails(
     sign_with(model_dir, pki.leaf, [pki.intermediate], sig)
     other = make_leaf(tmp_path / "pki", pki.intermediate, stem="other")
     replace_leaf(sig, other.cert)
-    err = fails(model_dir, sig, ca=pki.root.cert_path)
+    err = fails(model_dir, sig, ca=pki.root.cert_path, identities=ANY)
     assert "does not match its certificate" in err.message
 
 
@@ -324,7 +346,7 @@ def test_chain_to_an_untrusted_root_fails(tmp_path: Path, model_dir: Path, pki: 
     sig = tmp_path / "model.sig"
     sign_with(model_dir, pki.leaf, [pki.intermediate], sig)
     other = make_root_ca(tmp_path / "other", common_name="Other Root")
-    err = fails(model_dir, sig, ca=other.cert_path)
+    err = fails(model_dir, sig, ca=other.cert_path, identities=ANY)
     assert "certificate not trusted" in err.message
     assert err.exit_code == 1
 
@@ -346,7 +368,7 @@ def test_impostor_intermediate_with_the_trusted_name_fails(
 def test_missing_intermediate_fails(tmp_path: Path, model_dir: Path, pki: PKI) -> None:
     sig = tmp_path / "model.sig"
     sign_with(model_dir, pki.leaf, [], sig)
-    err = fails(model_dir, sig, ca=pki.root.cert_path)
+    err = fails(model_dir, sig, ca=pki.root.cert_path, identities=ANY)
     assert "certificate not trusted" in err.message
 
 
@@ -354,7 +376,7 @@ def test_leaf_cannot_act_as_a_ca(tmp_path: Path, model_dir: Path, pki: PKI) -> N
     grandchild = make_leaf(tmp_path / "pki", pki.leaf, stem="grandchild")
     sig = tmp_path / "model.sig"
     sign_with(model_dir, grandchild, [pki.leaf, pki.intermediate], sig)
-    err = fails(model_dir, sig, ca=pki.root.cert_path)
+    err = fails(model_dir, sig, ca=pki.root.cert_path, identities=ANY)
     assert "certificate not trusted" in err.message
 
 
@@ -372,9 +394,21 @@ def test_certificate_signature_over_a_modified_model_fails(
     sig = tmp_path / "model.sig"
     sign_with(model_dir, pki.leaf, [pki.intermediate], sig)
     (model_dir / "weights" / "part-0.bin").write_bytes(b"\x00" * 1024)
-    err = fails(model_dir, sig, ca=pki.root.cert_path)
+    err = fails(model_dir, sig, ca=pki.root.cert_path, identities=ANY)
     assert err.result is not None
     assert err.result.modified == ("weights/part-0.bin",)
+
+
+def test_a_ca_without_identities_is_a_usage_error(
+    tmp_path: Path, model_dir: Path, pki: PKI
+) -> None:
+    # "*" must be written out, as in a trust policy; no default accepts any identity.
+    sig = tmp_path / "model.sig"
+    sign_with(model_dir, pki.leaf, [pki.intermediate], sig)
+    with pytest.raises(bastion.UsageError, match=r"identities=\['\*'\]") as info:
+        bastion.verify(model_dir, ca=pki.root.cert_path, signatures=[sig])
+    assert info.value.exit_code == 2
+    assert bastion.verify(model_dir, ca=pki.root.cert_path, identities=ANY, signatures=[sig]).ok
 
 
 # --- what is refused at signing: InputError, exit 2 ---------------------------
@@ -480,4 +514,4 @@ def test_sign_accepts_a_certificate_valid_at_the_given_time(
     )
     sig = tmp_path / "model.sig"
     sign_with(model_dir, leaf, [pki.intermediate], sig, now=NOW - 45 * DAY)
-    assert bastion.verify(model_dir, ca=pki.root.cert_path, signatures=[sig]).ok
+    assert bastion.verify(model_dir, ca=pki.root.cert_path, identities=ANY, signatures=[sig]).ok

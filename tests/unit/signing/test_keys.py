@@ -124,6 +124,21 @@ def test_threshold_counts_distinct_signers(
         bastion.verify(model, trust=policy, signatures=[alice, bob])
 
 
+def test_threshold_counts_a_hybrid_key_and_its_classical_half_once(model: Path) -> None:
+    hybrid = generate_key("hybrid")
+    classical = PrivateKey(hybrid.keys[:1])
+    policy = TrustPolicy.from_toml(
+        "version = 1\nthreshold = 2\n"
+        f"[[keys]]\nname = 'hybrid'\npublic_key = '''{hybrid.public_key.pem.decode()}'''\n"
+        f"[[keys]]\nname = 'classical'\npublic_key = '''{classical.public_key.pem.decode()}'''\n"
+    )
+    both, half = model.parent / "both.sig", model.parent / "half.sig"
+    bastion.sign(model, hybrid, signature_path=both)
+    bastion.sign(model, classical, signature_path=half)
+    with pytest.raises(VerificationError, match="come from 1 distinct key"):
+        bastion.verify(model, trust=policy, signatures=[both, half])
+
+
 def test_cosignatures_inside_the_model_live_in_an_ignored_folder(
     model: Path, key: PrivateKey, other_key: PrivateKey
 ) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import bastion
-from bastion.errors import BundleFormatError, ModelTreeError, VerificationError
+from bastion.errors import BundleFormatError, ModelTreeError, UsageError, VerificationError
 from bastion.signing import PrivateKey
 from bastion.signing._bundle import Bundle, DsseSignature, Statement, pae
 from bastion.signing._manifest import Resource, Serialization
@@ -71,6 +71,17 @@ def test_added_removed_and_renamed_files(model: Path, key: PrivateKey, method: s
     assert modified == ()
     assert added == ("config.yaml", "extra.py")
     assert removed == ("config.json", "tokenizer/vocab.txt")
+
+
+def test_root_digest_covers_contents_not_names(make_model: ModelFactory, key: PrivateKey) -> None:
+    # As in OMS: the root digest hashes the resources' digests only. A rename that
+    # keeps the order keeps it; the signed manifest is what catches the rename.
+    model = make_model({"a.bin": b"a", "b.bin": b"b"})
+    before = bastion.digest(model)
+    _sign(model, key)
+    (model / "b.bin").rename(model / "c.bin")
+    assert bastion.digest(model) == before
+    assert _diff(_fails(model, key)) == ((), ("c.bin",), ("b.bin",))
 
 
 def test_two_files_swapped(model: Path, key: PrivateKey, method: str) -> None:
@@ -182,6 +193,88 @@ def test_non_utf8_name_is_refused(model: Path, key: PrivateKey) -> None:
     with open(bad, "wb") as fh:
         fh.write(b"x")
     assert "UTF-8" in _fails(model, key).message
+
+
+def test_signature_symlinked_to_a_model_file_is_refused_at_verification(
+    model: Path, key: PrivateKey
+) -> None:
+    # model.sig -> config.json must not leave config.json out of the comparison.
+    _sign(model, key)
+    bundle = json.loads((model / "model.sig").read_bytes())
+    bundle["auto_map"] = {"AutoModel": "attacker/repo--evil.Model"}
+    (model / "config.json").write_text(json.dumps(bundle))
+    (model / "model.sig").unlink()
+    (model / "model.sig").symlink_to("config.json")
+    err = _fails(model, key)
+    assert "symbolic link to 'config.json'" in err.message
+    assert "regular file" in err.message
+
+
+def test_signature_outside_linking_into_the_model_is_refused(
+    model: Path, key: PrivateKey, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.sig"
+    _sign(model, key, signature_path=outside)
+    (model / "config.json").write_bytes(outside.read_bytes())
+    outside.unlink()
+    outside.symlink_to(model / "config.json")
+    assert "symbolic link" in _fails(model, key, signatures=[outside]).message
+
+
+def test_signature_reached_through_a_linked_folder_keeps_its_own_name(
+    model: Path, key: PrivateKey, tmp_path: Path
+) -> None:
+    # Only the signature's own entry is left out, whatever path leads to it.
+    _sign(model, key)
+    alias = tmp_path / "alias"
+    alias.symlink_to(model)
+    assert bastion.verify(model, public_key=key.public_key, signatures=[alias / "model.sig"]).ok
+    (model / "config.json").write_text("{}")
+    err = _fails(model, key, signatures=[alias / "model.sig"])
+    assert _diff(err) == (("config.json",), (), ())
+
+
+def test_signature_symlink_is_refused_at_signing(model: Path, key: PrivateKey) -> None:
+    (model / "model.sig").symlink_to("config.json")
+    with pytest.raises(ModelTreeError, match=r"symbolic link to 'config\.json'"):
+        _sign(model, key, allow_symlinks=True)
+    assert (model / "model.sig").is_symlink()  # nothing was written
+    (model / "model.sig").unlink()
+    _sign(model, key, allow_symlinks=True)
+    bundle = json.loads((model / "model.sig").read_bytes())
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    assert statement["predicate"]["serialization"]["ignore_paths"] == [
+        ".git",
+        ".gitattributes",
+        ".github",
+        ".gitignore",
+        "model.sig",
+    ]
+
+
+def test_signing_refuses_to_replace_a_file_that_is_not_a_signature(
+    model: Path, key: PrivateKey
+) -> None:
+    weights = model / "weights/part-0.bin"
+    before = weights.read_bytes()
+    with pytest.raises(UsageError, match=r"not a signature bundle.*--force"):
+        _sign(model, key, signature_path=weights)
+    assert weights.read_bytes() == before
+    _sign(model, key)
+    _sign(model, key)  # an existing bundle is replaced without asking
+    _sign(model, key, signature_path=weights, overwrite=True)
+    assert json.loads(weights.read_bytes())["mediaType"].startswith(
+        "application/vnd.dev.sigstore.bundle"
+    )
+
+
+def test_single_file_signature_never_replaces_the_model(tmp_path: Path, key: PrivateKey) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\x00" * 100)
+    for overwrite in (False, True):
+        with pytest.raises(UsageError, match="the model file being signed"):
+            bastion.sign(weights, key, signature_path=weights, overwrite=overwrite)
+    assert weights.read_bytes() == b"\x00" * 100
 
 
 def _signed_bundle(key: PrivateKey, names: list[str]) -> bytes:
