@@ -1,7 +1,9 @@
-"""``bastion keygen``: a whole pair or nothing, and an ``--out`` that names the keys."""
+"""``bastion keygen`` (a whole pair or nothing, an ``--out`` that names the keys), and
+``sign``'s own usage errors."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,20 @@ def test_an_existing_public_key_leaves_no_private_key_behind(
     assert code == 0
     assert (tmp_path / "k.key").exists()
     assert (tmp_path / "k.pub").read_text() != "someone else's key\n"
+
+
+@pytest.mark.parametrize("ignored", ["a/../b", "../x"])
+def test_an_ignore_path_that_is_not_a_plain_name_is_a_usage_error(
+    ignored: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was reported as a corrupt signature (bundle_invalid) though no bundle was read.
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.bin").write_bytes(b"weights")
+    run(capsys, "keygen", "--out", tmp_path / "k", "--unencrypted")
+    code, out, err = run(
+        capsys, "sign", model, "--key", tmp_path / "k.key", "--ignore-paths", ignored, "--json"
+    )
+    assert code == 2
+    assert json.loads(out)["error"]["code"] == "usage"
+    assert "is not a plain name inside the model" in err

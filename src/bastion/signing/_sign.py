@@ -14,7 +14,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from bastion._files import read_input
-from bastion.errors import InputError, ModelTreeError, PathNotFoundError, UsageError
+from bastion.errors import (
+    BundleFormatError,
+    InputError,
+    ModelTreeError,
+    PathNotFoundError,
+    UsageError,
+)
 from bastion.signing._bundle import (
     MAX_BUNDLE_BYTES,
     Bundle,
@@ -109,7 +115,13 @@ def normalize_ignore_paths(model: Path, paths: Iterable[str | os.PathLike[str]])
                 raise UsageError(f"ignore path {os.fspath(raw)!r} is outside the model")
         else:
             rel = p.as_posix().strip("/")
-        out.append(check_relative_name(rel, what="ignore path"))
+        try:
+            out.append(check_relative_name(rel, what="ignore path"))
+        except BundleFormatError:  # the rule a bundle's names follow; here, the caller's
+            raise UsageError(
+                f"ignore path {os.fspath(raw)!r} is not a plain name inside the model (no "
+                "'..', no empty or '.' parts); name a file or folder inside the model"
+            ) from None
     return out
 
 

@@ -131,7 +131,8 @@ class TrustPolicy:
         except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
             raise TrustPolicyError(f"{source} is not valid TOML: {exc}") from exc
         _only(doc, {"version", "threshold", "algorithms", "keys", "certificates"}, source)
-        if doc.get("version") != POLICY_VERSION:
+        version = doc.get("version")
+        if type(version) is not int or version != POLICY_VERSION:  # not true, not 1.0
             raise TrustPolicyError(f"{source} must say version = {POLICY_VERSION}")
         base = None if base_dir is None else Path(base_dir)
         keys = tuple(

@@ -1403,6 +1403,8 @@ _CERT = {"name": "ca", "roots": _CA_PEM.decode(), "identities": ["*"]}
         ({"keys": [_key_entry()]}, "version = 1"),
         ({"version": 2, "keys": [_key_entry()]}, "version = 1"),
         ({"version": "1", "keys": [_key_entry()]}, "version = 1"),
+        ({"version": True, "keys": [_key_entry()]}, "version = 1"),  # once equal to 1
+        ({"version": 1.0, "keys": [_key_entry()]}, "version = 1"),
         ({"version": 1, "keys": [_key_entry()], "thresold": 1}, "unknown setting.*thresold"),
         ({"version": 1, "keys": [_key_entry(comment="x")]}, "unknown setting.*comment"),
         ({"version": 1, "certificates": [{**_CERT, "identity": "x"}]}, "unknown setting"),
