@@ -152,6 +152,7 @@ def _batches(pieces: list[_Piece]) -> Iterator[list[_Piece]]:
 
 
 _RangeHasher = Callable[[int, int, int, str], bytes]
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def _hash_batch(pieces: list[_Piece], hasher: _RangeHasher) -> dict[str, bytes]:
@@ -161,7 +162,9 @@ def _hash_batch(pieces: list[_Piece], hasher: _RangeHasher) -> dict[str, bytes]:
 def _hash_piece(piece: _Piece, hasher: _RangeHasher) -> bytes:
     f = piece.file
     try:
-        fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO swapped in since the walk opens at once (and is refused
+        # below) instead of waiting for a writer; reads of a regular file ignore it.
+        fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | _NONBLOCK)
     except OSError as exc:
         raise ModelTreeError(f"cannot open {f.name!r}: {exc.strerror}") from exc
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import blake3
@@ -86,6 +87,34 @@ def test_file_replaced_between_walk_and_read_is_refused(make_model: ModelFactory
     (model / "a.bin").write_bytes(b"swapped!")
     with pytest.raises(ModelTreeError, match=r"replaced|changed"):
         ManifestHasher(Serialization()).hash(files)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX feature")
+def test_file_replaced_by_a_pipe_between_walk_and_read_is_refused_at_once(
+    make_model: ModelFactory,
+) -> None:
+    # Opening the pipe once waited for a writer that never came: sign hung for good.
+    model = make_model({"a.bin": b"original"})
+    files = walk_model(model)
+    os.remove(model / "a.bin")
+    os.mkfifo(model / "a.bin")
+    raised: list[BaseException] = []
+
+    def hash_them() -> None:
+        try:
+            ManifestHasher(Serialization(), threads=1).hash(files)
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=hash_them, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():  # let the stuck open return before failing
+        os.close(os.open(model / "a.bin", os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=5)
+        pytest.fail("hashing waited on a named pipe")
+    assert isinstance(raised[0], ModelTreeError)
+    assert "replaced" in raised[0].message
 
 
 def test_file_changed_between_walk_and_read_is_refused(make_model: ModelFactory) -> None:
