@@ -41,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     verify.add_argument("--checkpoints", help="with --entries: the exported checkpoints")
     verify.add_argument("--public-key", help="with --entries: the hub's audit public key (PEM)")
     verify.add_argument(
+        "--witness",
+        help="with --entries: a checkpoint seen before, that the log must extend (a witness "
+        "file saved by verify, or a line of an earlier checkpoint export)",
+    )
+    verify.add_argument(
         "--no-witness", action="store_true", help="do not compare with or update the witness"
     )
     export = actions.add_parser("export", help="print the entries as JSON lines on stdout")
@@ -111,11 +116,17 @@ def _verify(args: argparse.Namespace) -> int:
         if not (args.entries and args.checkpoints and args.public_key):
             raise UsageError("--entries, --checkpoints and --public-key go together")
         public_key = load_audit_public_key(read_input(args.public_key, "public key", limit=1 << 16))
+        # Without one, an export cut short with its checkpoints cut too cannot be told apart.
+        witnessed = _given_witness(args.witness) if args.witness else None
         with _open(args.checkpoints, "checkpoint export") as stream:
             checkpoints = read_checkpoints(stream)
         with _open(args.entries, "audit log export") as stream:
-            report = verify_log(read_entries(stream), checkpoints, public_key)
+            report = verify_log(read_entries(stream), checkpoints, public_key, witnessed=witnessed)
         key_id = None
+    elif args.witness:
+        raise UsageError(
+            "--witness goes with --entries; verifying the hub, this client keeps its own witness"
+        )
     else:
         with open_client(args) as client:
             key = client.audit_key()
@@ -248,6 +259,26 @@ def _load_witness(path: Path, key_id: str) -> SignedCheckpoint | None:
             f"and delete {path}"
         )
     return witnessed
+
+
+def _given_witness(path: str) -> SignedCheckpoint:
+    """The checkpoint in a witness file that verify saved, or in one checkpoint line."""
+    from bastion._files import read_input
+    from bastion.audit import SignedCheckpoint
+    from bastion.errors import InputError
+
+    text = read_input(path, "witness", limit=1 << 16).decode("utf-8", "replace").strip()
+    try:
+        body = json.loads(text)
+        line = body["checkpoint"] if isinstance(body, dict) and "checkpoint" in body else text
+        if not isinstance(line, str):
+            raise ValueError("the witness's checkpoint is not text")
+        return SignedCheckpoint.from_json(line)
+    except (ValueError, InputError) as exc:
+        raise InputError(
+            f"the witness {path!r} is neither a witness file saved by bastion audit verify nor "
+            "one signed checkpoint line; give one of those"
+        ) from exc
 
 
 def _save_witness(path: Path, key_id: str | None, checkpoint: str) -> None:

@@ -437,11 +437,23 @@ def exported(pristine: Pristine, tmp_path_factory: pytest.TempPathFactory) -> Ex
 
 
 def verify_files(
-    folder: Path, exported: Exported, entries: bytes | None = None, key: bytes | None = None
+    folder: Path,
+    exported: Exported,
+    entries: bytes | None = None,
+    key: bytes | None = None,
+    *,
+    checkpoints: bytes | None = None,
+    witness: bytes | None = None,
 ) -> tuple[int, Any]:
     (folder / "entries.jsonl").write_bytes(exported.entries if entries is None else entries)
-    (folder / "checkpoints.jsonl").write_bytes(exported.checkpoints)
+    (folder / "checkpoints.jsonl").write_bytes(
+        exported.checkpoints if checkpoints is None else checkpoints
+    )
     (folder / "audit.pub").write_bytes(exported.public_key if key is None else key)
+    witnessed: list[object] = []
+    if witness is not None:
+        (folder / "witness.json").write_bytes(witness)
+        witnessed = ["--witness", folder / "witness.json"]
     code, doc, _ = run_cli(
         "audit",
         "verify",
@@ -451,8 +463,34 @@ def verify_files(
         folder / "checkpoints.jsonl",
         "--public-key",
         folder / "audit.pub",
+        *witnessed,
     )
     return code, doc
+
+
+def test_an_export_cut_short_with_its_checkpoints_is_a_rollback_to_a_witness(
+    exported: Exported, tmp_path: Path
+) -> None:
+    # Cut both files back to an earlier checkpoint: consistent, unless a checkpoint seen
+    # before says the log was longer. The file mode had no way to give one.
+    checkpoints = exported.checkpoints.splitlines()
+    kept = json.loads(checkpoints[0])["size"]
+    entries = b"".join(line + b"\n" for line in exported.entries.splitlines()[:kept])
+    cut = checkpoints[0] + b"\n"
+    code, doc = verify_files(tmp_path, exported, entries=entries, checkpoints=cut)
+    assert code == 0, doc  # nothing in the files themselves shows the cut
+    last = checkpoints[-1]
+    for witness in (last, json.dumps({"key_id": None, "checkpoint": last.decode()}).encode()):
+        code, doc = verify_files(
+            tmp_path, exported, entries=entries, checkpoints=cut, witness=witness
+        )
+        assert code == 1, doc
+        assert "rolled_back" in {kind for kind, _ in problems(doc)}
+    code, doc = verify_files(tmp_path, exported, witness=checkpoints[0])
+    assert code == 0, doc  # the whole export extends an earlier checkpoint
+    code, doc = verify_files(tmp_path, exported, witness=b"not a checkpoint")
+    assert code == 2
+    assert "neither a witness file" in doc["error"]["message"]
 
 
 def test_exported_files_verify(exported: Exported, tmp_path: Path, pristine: Pristine) -> None:
