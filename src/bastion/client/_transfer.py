@@ -155,12 +155,9 @@ def pull(
     signature = info["signature"].encode()
     _signer, statement = read_signature(signature, trust=trust)
     made = _make_folders(dest.parent)
+    tmp: Path | None = None
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pulling-", dir=dest.parent))
-    except BaseException:
-        _remove_folders(made)
-        raise
-    try:
         resources = []
         for entry in info["files"]:
             name = check_file_path(entry["path"])
@@ -183,7 +180,8 @@ def pull(
             (tmp / sig_name).write_bytes(signature)
         os.rename(tmp, dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         _remove_folders(made)
         raise
     return {
