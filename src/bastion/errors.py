@@ -60,6 +60,7 @@ __all__ = [
     "InputError",
     "IntegrityError",
     "InternalError",
+    "InterruptError",
     "KeyFormatError",
     "KeyringError",
     "ModelTreeError",
@@ -295,6 +296,13 @@ class StorageFullError(BastionError):
 
     code = "storage_full"
     exit_code = 5
+
+
+class InterruptError(BastionError):
+    """The command was interrupted (Ctrl-C) before it finished; what it did is undone."""
+
+    code = "interrupted"
+    exit_code = 130
 
 
 class InternalError(BastionError):

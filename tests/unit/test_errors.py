@@ -20,7 +20,7 @@ def _error_classes() -> list[type[errors.BastionError]]:
 
 
 def test_codes_are_unique_and_documented_with_their_exit_codes() -> None:
-    documented = dict(re.findall(r"^\| `([a-z_]+)` \| (\d) \|", DOC.read_text(), flags=re.M))
+    documented = dict(re.findall(r"^\| `([a-z_]+)` \| (\d+) \|", DOC.read_text(), flags=re.M))
     classes = [c for c in _error_classes() if c is not errors.BastionError]
     codes = [c.code for c in classes]
     assert len(codes) == len(set(codes))

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from bastion.errors import BastionError, InternalError, UsageError
+from bastion.errors import BastionError, InternalError, InterruptError, UsageError
 
 __all__ = ["main"]
 
@@ -53,7 +53,6 @@ COMMANDS = {
     "records": "records",
 }
 
-EXIT_INTERRUPTED = 130
 #: stdout was closed before the output was written (as a process killed by SIGPIPE).
 EXIT_STDOUT_CLOSED = 141
 
@@ -100,8 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BastionError as exc:
         return _fail(exc, as_json, args.verbose)
     except KeyboardInterrupt:
-        print("bastion: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(InterruptError("interrupted before the command finished"), as_json, False)
     except BrokenPipeError:
         return _stdout_closed()
     except Exception as exc:  # the boundary: anything else is a defect

@@ -1,5 +1,5 @@
-"""``bastion keygen`` (a whole pair or nothing, an ``--out`` that names the keys), and
-``sign``'s own usage errors."""
+"""Failures the command line handles on its own: a half-written key pair, a folder given as
+keys, ignore paths that escape the model, and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import bastion.signing
 from bastion.cli import main
 
 
@@ -58,3 +59,20 @@ def test_an_ignore_path_that_is_not_a_plain_name_is_a_usage_error(
     assert code == 2
     assert json.loads(out)["error"]["code"] == "usage"
     assert "is not a plain name inside the model" in err
+
+
+def test_ctrl_c_is_the_interrupted_error_with_json_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It printed no JSON document, so a script reading stdout got nothing to parse.
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bastion.signing, "digest", interrupted)
+    code, out, err = run(capsys, "digest", tmp_path, "--json")
+    assert code == 130
+    assert json.loads(out) == {
+        "ok": False,
+        "error": {"code": "interrupted", "message": "interrupted before the command finished"},
+    }
+    assert err == "bastion: error [interrupted]: interrupted before the command finished\n"
