@@ -37,7 +37,6 @@ __all__ = ["SESSION_PREFIX", "SESSION_REFUSED", "IssuedSession", "SessionStore"]
 
 SESSION_PREFIX: Final = "bss_"
 SESSION_REFUSED: Final = "the session is unknown, expired or signed out; sign in again"
-_TOKEN: Final = SESSION_TOKEN
 _SESSION_ID: Final = re.compile(r"[a-z2-7]{16}")
 _DUMMY_HASH: Final = hashlib.sha256(b"bastion: no such session").digest()
 _NO_MATCH: Final = bytes(32)
@@ -58,7 +57,7 @@ def _is_session_id(value: object) -> bool:
 
 def _parse(token: object) -> tuple[str, bytes]:
     """(session id, SHA-256 of the secret) of a well-formed token; else the one refusal."""
-    match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
+    match = SESSION_TOKEN.fullmatch(token) if isinstance(token, str) else None
     if match is None:
         raise AuthenticationError(SESSION_REFUSED)
     return match.group(1), _hash(match.group(2))
