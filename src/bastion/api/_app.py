@@ -16,7 +16,6 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
-from starlette.types import Receive, Scope, Send
 
 from bastion import __version__
 from bastion.api._access import PUBLIC_ROUTES, AccessMiddleware
@@ -98,18 +97,11 @@ _NO_TELEMETRY: dict[str, Any] = (
 
 
 class HubApp(FastAPI):
-    """The hub's application: inference calls go through its gate, the rest through FastAPI."""
+    """The hub's application, with the gate its transport serves inference calls through
+    (:class:`~bastion.api._transport.HubHttpProtocol`); called as ASGI, every request,
+    inference calls included, goes through the middleware stack and FastAPI."""
 
     gate: InferenceGate | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        deployment = None if self.gate is None else self.gate.takes(scope)
-        if deployment is None:
-            await super().__call__(scope, receive, send)
-            return
-        assert self.gate is not None
-        scope["app"] = self
-        await self.gate.serve(scope, receive, send, deployment)
 
 
 def create_app(services: Services) -> FastAPI:

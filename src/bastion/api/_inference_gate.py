@@ -14,19 +14,24 @@ those layers do, by calling the same code, in their order:
    (:class:`~bastion.api._hygiene.SecurityHeaders`); a policy refusal (403) is written to
    the audit log first, and answered 500 if it cannot be.
 
+The gate computes each answer whole (:meth:`InferenceGate.answer`, a :class:`Reply`), and
+the hub's HTTP protocol (:class:`~bastion.api._transport.HubHttpProtocol`) writes it to the
+connection at once, without an ASGI cycle.
+
 Requests it does not take go through the full stack: another path or method, and anything
 with an ``Origin`` header (CORS is decided there). FastAPI's route for the same path
-serves them with the same :func:`call_deployment`.
+serves them with the same :func:`call_deployment`, as it serves every inference call when
+the application runs under another server.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from starlette.requests import Request
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope
 
 from bastion.api._admission import Admission, OverLimit, refuse
 from bastion.api._hygiene import SecurityHeaders
@@ -35,7 +40,7 @@ from bastion.api._problems import send_problem, status_for
 from bastion.api._routes_gateway import call_deployment
 from bastion.errors import BastionError, InputError, PayloadTooLargeError
 
-__all__ = ["InferenceGate"]
+__all__ = ["InferenceGate", "Reply"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,14 @@ class _Headers(dict[str, str]):
 
     def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
+
+
+class Reply(NamedTuple):
+    """One whole answer: its status, its headers (all but the server's own) and its body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
 class InferenceGate:
@@ -74,26 +87,46 @@ class InferenceGate:
             return None
         return name
 
-    async def serve(self, scope: Scope, receive: Receive, send: Send, deployment: str) -> None:
+    async def answer(self, scope: Scope, receive: Receive, deployment: str) -> Reply:
+        """The whole answer to an inference call, every layer's headers included.
+
+        ``receive`` gives the body as ASGI ``http.request`` messages.
+        """
         state = scope.setdefault("state", {})
         request_id = request_id_for(scope)
         params = {"deployment": deployment}
         state.update(request_id=request_id, route_name=_ROUTE, path_params=params)
         extra = [(b"x-request-id", request_id.encode())]
-        answered = _Answering(self, scope, send, extra)
+        reply = await self._answer(scope, receive, deployment, params, extra)
+        if reply.status == 403 and not await self._audited(scope):
+            kept = _Kept()
+            await audit_failed(kept.send, request_id)
+            return Reply(kept.status, self.security.finish(kept.headers), kept.body)
+        return Reply(reply.status, self.security.finish(reply.headers + extra), reply.body)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        deployment: str,
+        params: dict[str, Any],
+        extra: list[tuple[bytes, bytes]],
+    ) -> Reply:
+        """The answer without the headers added to every one (``extra``, security)."""
+        state = scope["state"]
+        kept = _Kept()
         try:
             await self.admission.admit(scope, _ROUTE, params)
         except OverLimit as over:
             self.admission.refused(scope, _ROUTE, params, over.error)
-            await refuse(scope, answered.send, over.error, over.headers)
-            return
+            await refuse(scope, kept.send, over.error, over.headers)
+            return kept.reply()
         except BastionError as exc:
             self.admission.refused(scope, _ROUTE, params, exc)
-            await refuse(scope, answered.send, exc, [])
-            return
+            await refuse(scope, kept.send, exc, [])
+            return kept.reply()
         except Exception as exc:  # a failing store: answered as FastAPI's handler answers
-            await _failed(answered, exc)
-            return
+            return await _failed(scope, exc)
         extra[:0] = [(k.lower().encode(), v.encode()) for k, v in state["rate_limit"]]
         headers = _Headers(
             (key.decode("latin-1"), value.decode("latin-1")) for key, value in scope["headers"]
@@ -109,15 +142,13 @@ class InferenceGate:
             if status >= 500 and exc.code in ("internal", "integrity_failed"):
                 log.error("request failed: %s", exc.message, exc_info=exc)
                 detail = "the hub failed; see its log"
-            await send_problem(answered.send, status, exc.code, detail, request_id=request_id)
-            return
+            await send_problem(kept.send, status, exc.code, detail, request_id=state["request_id"])
+            return kept.reply()
         except Exception as exc:
-            await _failed(answered, exc)
-            return
+            return await _failed(scope, exc)
         start = [(b"content-length", str(len(answer.body)).encode())]
         start += [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
-        await answered.send({"type": "http.response.start", "status": 200, "headers": start})
-        await answered.send({"type": "http.response.body", "body": answer.body})
+        return Reply(200, start, answer.body)
 
     async def _body(self, receive: Receive, headers: _Headers) -> bytes:
         declared = headers.get("content-length")
@@ -137,52 +168,45 @@ class InferenceGate:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-
-async def _failed(answered: _Answering, exc: Exception) -> None:
-    """Answer an unexpected failure: 500, logged with its traceback, no detail sent."""
-    log.error("unexpected error", exc_info=exc)
-    state = answered.scope["state"]
-    state["error_code"] = "internal"
-    detail = "the hub failed; see its log"
-    await send_problem(answered.send, 500, "internal", detail, request_id=state["request_id"])
-
-
-class _Answering:
-    """Sends one answer with the headers every layer would have added; audits a 403."""
-
-    def __init__(
-        self, gate: InferenceGate, scope: Scope, send: Send, extra: list[tuple[bytes, bytes]]
-    ) -> None:
-        self.gate = gate
-        self.scope = scope
-        self._send = send
-        self.extra = extra
-        self.replaced = False
-
-    async def send(self, message: Message) -> None:
-        if self.replaced:
-            return
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            if status == 403 and not await self._audited(status):
-                self.replaced = True
-                await audit_failed(self._secured, self.scope["state"]["request_id"])
-                return
-            message = {**message, "headers": [*message.get("headers", ()), *self.extra]}
-        await self._secured(message)
-
-    async def _secured(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": self.gate.security.finish(message["headers"])}
-        await self._send(message)
-
-    async def _audited(self, status: int) -> bool:
+    async def _audited(self, scope: Scope) -> bool:
         """Write the audit entry of a refused call; False if it cannot be written."""
-        state = self.scope["state"]
+        state = scope["state"]
         try:
             await anyio.to_thread.run_sync(
-                record_request, self.gate.services, self.scope, _ROUTE, status, state["request_id"]
+                record_request, self.services, scope, _ROUTE, 403, state["request_id"]
             )
         except Exception:
             return False
         return True
+
+
+async def _failed(scope: Scope, exc: Exception) -> Reply:
+    """Answer an unexpected failure: 500, logged with its traceback, no detail sent."""
+    log.error("unexpected error", exc_info=exc)
+    state = scope["state"]
+    state["error_code"] = "internal"
+    detail = "the hub failed; see its log"
+    kept = _Kept()
+    await send_problem(kept.send, 500, "internal", detail, request_id=state["request_id"])
+    return kept.reply()
+
+
+class _Kept:
+    """An ASGI ``send`` that keeps the one answer sent through it."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+        else:
+            self.body += message.get("body", b"")
+
+    def reply(self) -> Reply:
+        return Reply(self.status, self.headers, self.body)

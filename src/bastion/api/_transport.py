@@ -21,7 +21,10 @@ which adds to it:
   application receives ``http.disconnect``);
 - a response's head written together with its first body bytes
   (:mod:`bastion.api._joined_writes`): one TLS record and one ``send`` for a
-  small answer, not two.
+  small answer, not two;
+- inference calls the gate takes (:mod:`bastion.api._inference_gate`) answered
+  without an ASGI cycle: the gate computes the whole answer, and it is written
+  at once.
 
 Idle keep-alive connections are closed after uvicorn's ``timeout_keep_alive``.
 """
@@ -46,7 +49,9 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from bastion.api._inference_gate import InferenceGate, Reply
 from bastion.api._joined_writes import JoinedWrites
 from bastion.api._problems import problem_bytes
 from bastion.errors import CertificateFormatError, InputError, UsageError
@@ -69,6 +74,12 @@ TLS_VERSIONS: Final = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 #: How long a refused connection keeps reading (and dropping) what the client still sends,
 #: so that closing it does not reset the connection before the client read the answer.
 _LINGER_SECONDS: Final = 2.0
+#: uvicorn's answer to a failure that escapes the application.
+_INTERNAL_ERROR: Final = Reply(
+    500,
+    [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")],
+    b"Internal Server Error",
+)
 
 
 @dataclass(frozen=True)
@@ -341,9 +352,72 @@ class HubHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        gate: InferenceGate | None = getattr(app, "gate", None)
+        scope: Any = cycle.scope  # uvicorn's typed scope; the gate reads it as Starlette's
+        deployment = None if gate is None else gate.takes(scope)
+        if gate is not None and deployment is not None:
+            self.writes = None
+            task = self.loop.create_task(self._answer_directly(cycle, app, gate, deployment))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+            return
         self.writes = JoinedWrites(self.transport, cycle)
         cycle.transport = self.writes  # type: ignore[assignment]
         super()._start_asgi_task(cycle, self._with_body_deadline(cycle, app))
+
+    async def _answer_directly(
+        self, cycle: RequestResponseCycle, app: ASGI3Application, gate: InferenceGate, name: str
+    ) -> None:
+        """Serve an inference call through the gate, its whole answer written at once.
+
+        This is uvicorn's response cycle without ASGI's messages: the same 500 for a failure
+        that escapes the gate, the same keep-alive, and the next pipelined request started
+        once the answer is written.
+        """
+        scope: Any = cycle.scope
+        scope["app"] = app
+        receive: Any = self._receive_within_deadline(cycle)
+        try:
+            reply = await gate.answer(scope, receive, name)
+        except BaseException as exc:
+            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            reply = _INTERNAL_ERROR
+            cycle.keep_alive = False
+        try:
+            if cycle.flow.write_paused and not cycle.disconnected:
+                await cycle.flow.drain()
+            if not cycle.disconnected:
+                self._write_reply(cycle, reply)
+        finally:
+            cycle.on_response = lambda: None
+
+    def _write_reply(self, cycle: RequestResponseCycle, reply: Reply) -> None:
+        """Write ``reply``'s head and body in one write and complete the cycle.
+
+        Its headers were all built by the gate (a caller's request id only once checked),
+        so they are not scanned for line breaks again.
+        """
+        cycle.response_started = True
+        cycle.waiting_for_100_continue = False
+        if cycle.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d', get_client_addr(cycle.scope), cycle.scope["method"],
+                get_path_with_query_string(cycle.scope), cycle.scope["http_version"], reply.status,
+            )  # fmt: skip
+        parts = [STATUS_LINE[reply.status]]
+        for name, value in self.server_state.default_headers:
+            parts += (name, b": ", value, b"\r\n")
+        for name, value in reply.headers:
+            parts += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", reply.body)
+        self.transport.write(b"".join(parts))
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
 
     def on_response_complete(self) -> None:
         if self.writes is not None:  # a HEAD answer's head: nothing followed it
@@ -404,25 +478,23 @@ class HubHttpProtocol(HttpToolsProtocol):
         async def app_with_body_deadline(
             scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
         ) -> None:
-            async def receive_within_deadline() -> ASGIReceiveEvent:
-                if (
-                    not cycle.more_body
-                    or cycle.body
-                    or cycle.disconnected
-                    or cycle.response_complete
-                ):
-                    return await receive()
-                timer = self.loop.call_later(
-                    self.limits.body_idle_timeout, self._body_stalled, cycle
-                )
-                try:
-                    return await receive()
-                finally:
-                    timer.cancel()
-
-            await app(scope, receive_within_deadline, send)
+            await app(scope, self._receive_within_deadline(cycle), send)
 
         return app_with_body_deadline
+
+    def _receive_within_deadline(self, cycle: RequestResponseCycle) -> ASGIReceiveCallable:
+        """``cycle``'s receive, ending the connection when body bytes stop arriving."""
+
+        async def receive_within_deadline() -> ASGIReceiveEvent:
+            if not cycle.more_body or cycle.body or cycle.disconnected or cycle.response_complete:
+                return await cycle.receive()
+            timer = self.loop.call_later(self.limits.body_idle_timeout, self._body_stalled, cycle)
+            try:
+                return await cycle.receive()
+            finally:
+                timer.cancel()
+
+        return receive_within_deadline
 
     def _body_stalled(self, cycle: RequestResponseCycle) -> None:
         log.info("closed a connection from %s: request body stalled", self.client)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 import bastion
 from bastion.client import Client
@@ -19,8 +20,16 @@ class Published:
     """A hub with med/lr@1.0.0 and med/lr@2.0.0 (logistic regressions), med/rf@1.0.0 (a
     forest) and med/lr2@1.0.0 (another logistic regression) published, and keys per role."""
 
-    def __init__(self, hub: RunningHub, admin: Client, key: bastion.PrivateKey, root: Path):
+    def __init__(
+        self,
+        hub: RunningHub,
+        admin: Client,
+        key: bastion.PrivateKey,
+        root: Path,
+        server: uvicorn.Server,
+    ) -> None:
         self.hub = hub
+        self.server = server
         self.admin = admin
         self.key = key
         self.root = root
@@ -41,7 +50,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     key = bastion.generate_key("ed25519")
     with running.client() as admin:
         admin.create_namespace("med", bastion.TrustPolicy.for_keys([key.public_key]))
-        found = Published(running, admin, key, root)
+        found = Published(running, admin, key, root, server)
         found.push("med/lr@1.0.0", seed=0)
         found.push("med/lr@2.0.0", seed=3)
         found.push("med/rf@1.0.0", "forest")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -222,3 +224,147 @@ def test_other_shapes_of_path_and_method_go_through_the_router(
         assert http.post(f"/v2/models/{deployed}/extra/infer", json=_body()).status_code == 404
         assert http.post("/v2/models//infer", json=_body()).status_code == 404
         assert http.get(f"/v2/models/{deployed}/infer").status_code == 405
+
+
+# The hub's transport writes the gate's answers itself, without an ASGI cycle: what that
+# cycle did for every other route (keep-alive, pipelining, 100-continue, the body deadline,
+# a failure's 500) it must do for inference calls too.
+
+
+def _request(path: str, key: str, body: bytes, *extra: str) -> bytes:
+    head = [
+        f"POST {path} HTTP/1.1",
+        "host: hub",
+        f"authorization: Bearer {key}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        *extra,
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _answers(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """Read ``count`` answers (each with a content-length) from ``sock``."""
+    buffered, answers = b"", []
+    while len(answers) < count:
+        while b"\r\n\r\n" not in buffered:
+            chunk = sock.recv(65536)
+            assert chunk, f"the connection closed after {len(answers)} answers"
+            buffered += chunk
+        head, buffered = buffered.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers["content-length"])
+        while len(buffered) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "the connection closed inside a body"
+            buffered += chunk
+        answers.append((int(status_line.split()[1]), headers, buffered[:length]))
+        buffered = buffered[length:]
+    return answers
+
+
+def _connect(published: Published) -> socket.socket:
+    url = httpx.URL(published.hub.url)
+    sock = socket.create_connection((url.host, url.port or 80), timeout=10)
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_pipelined_calls_are_answered_in_order_on_one_connection(
+    published: Published, deployed: str
+) -> None:
+    path = f"/v2/models/{deployed}/infer"
+    one, three = json.dumps(_body(1)).encode(), json.dumps(_body(3)).encode()
+    sent = [
+        _request(path, published.invoker, one, "x-request-id: pipelined-1"),
+        _request(path, published.invoker, three, "x-request-id: pipelined-2"),
+        _request(path, "bst_unknown_key", one, "x-request-id: pipelined-3"),
+    ]
+    with _connect(published) as sock:
+        sock.sendall(b"".join(sent))
+        answers = _answers(sock, 3)
+        assert [status for status, _, _ in answers] == [200, 200, 401]
+        assert [h["x-request-id"] for _, h, _ in answers] == [
+            "pipelined-1",
+            "pipelined-2",
+            "pipelined-3",
+        ]
+        rows = [json.loads(body)["outputs"][0]["shape"][0] for _, _, body in answers[:2]]
+        assert rows == [1, 3]
+        assert all("connection" not in headers for _, headers, _ in answers)
+        sock.sendall(_request(path, published.invoker, one))  # the connection still serves
+        assert _answers(sock, 1)[0][0] == 200
+
+
+def test_a_call_asking_to_close_is_answered_then_the_connection_closed(
+    published: Published, deployed: str
+) -> None:
+    body = json.dumps(_body()).encode()
+    with _connect(published) as sock:
+        sock.sendall(
+            _request(f"/v2/models/{deployed}/infer", published.invoker, body, "connection: close")
+        )
+        [(status, headers, _)] = _answers(sock, 1)
+        assert status == 200
+        assert headers["connection"] == "close"
+        assert _closed(sock)
+
+
+def test_a_call_expecting_100_continue_gets_it_before_sending_its_body(
+    published: Published, deployed: str
+) -> None:
+    body = json.dumps(_body()).encode()
+    request = _request(
+        f"/v2/models/{deployed}/infer", published.invoker, body, "expect: 100-continue"
+    )
+    head = request[: len(request) - len(body)]
+    with _connect(published) as sock:
+        sock.sendall(head)
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        assert _answers(sock, 1)[0][0] == 200
+
+
+def test_a_call_whose_body_stalls_loses_its_connection(
+    published: Published, deployed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = published.server.config.transport_limits
+    monkeypatch.setattr(
+        published.server.config, "transport_limits", replace(limits, body_idle_timeout=0.3)
+    )
+    body = json.dumps(_body()).encode()
+    request = _request(f"/v2/models/{deployed}/infer", published.invoker, body)
+    with _connect(published) as sock:
+        sock.sendall(request[:-10])  # all but the body's last bytes, which never come
+        started = time.monotonic()
+        assert _closed(sock)
+        assert time.monotonic() - started < 5  # the deadline, not the socket's own timeout
+
+
+def test_a_failure_escaping_the_gate_is_uvicorns_500_and_closes_the_connection(
+    published: Published,
+    deployed: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = published.server.config.loaded_app.gate
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("the security headers are gone")
+
+    monkeypatch.setattr(gate.security, "finish", broken)
+    body = json.dumps(_body()).encode()
+    with caplog.at_level("ERROR"), _connect(published) as sock:
+        sock.sendall(_request(f"/v2/models/{deployed}/infer", published.invoker, body))
+        [(status, headers, text)] = _answers(sock, 1)
+        assert (status, text) == (500, b"Internal Server Error")
+        assert headers["connection"] == "close"
+        assert _closed(sock)
+    assert any("security headers are gone" in str(r.exc_info) for r in caplog.records)

@@ -35,6 +35,7 @@ import bastion
 from bastion.api import Services, create_app
 from bastion.api._server import bootstrap_admin, open_services
 from bastion.api._settings import ServerSettings
+from bastion.api._transport import hub_server_config
 from bastion.auth._passwords import PasswordHasher
 from bastion.auth._ratelimit import RateLimiter, RateLimits
 from bastion.client import Client
@@ -81,11 +82,8 @@ def start_hub(
         )
     services = dataclasses.replace(services, limiter=RateLimiter(limits))
     token = bootstrap_admin(services, None) or ""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(services), host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
-    )
+    # The hub's own transport, as `bastion serve` runs it (inference calls skip ASGI there).
+    server = uvicorn.Server(hub_server_config(create_app(services), host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
