@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -61,6 +62,8 @@ STDERR_LINE_CHARS = 2000
 STOP_SECONDS = 2.0
 #: Seconds to wait for a dead worker's stdout to close before giving up on it.
 _EXIT_GRACE_SECONDS = 1.0
+#: The most read from the worker's stdout at once (``os.read`` allocates what it is asked).
+_READ_SIZE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -82,18 +85,13 @@ class WorkerLimits:
 
 
 class _Pipes(asyncio.SubprocessProtocol):
+    """The worker's stdin and stderr, and its exit; its stdout is read by the Worker itself."""
+
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 1:
-            self._worker._received(data)
-        else:
-            self._worker._stderr(data)
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1:
-            self._worker._fail("crashed")
+        self._worker._stderr(data)
 
     def process_exited(self) -> None:
         self._worker._exited()
@@ -138,6 +136,7 @@ class Worker:
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
         self._outbox: list[bytes] = []  # frames asked in this turn of the loop, not yet written
+        self._answers = -1  # the read end of the worker's stdout, while open
 
     @property
     def alive(self) -> bool:
@@ -175,12 +174,14 @@ class Worker:
         self._tmpdir = tempfile.mkdtemp(prefix="bastion-worker-")  # its working directory
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         env["OMP_NUM_THREADS"] = str(self.limits.threads)
+        answers, stdout = os.pipe()
         try:
+            os.set_blocking(answers, False)
             transport, _ = await loop.subprocess_exec(
                 lambda: _Pipes(self),
                 *self._command(),
                 stdin=PIPE,
-                stdout=PIPE,
+                stdout=stdout,
                 stderr=PIPE,
                 env=env,
                 cwd=self._tmpdir,
@@ -188,11 +189,16 @@ class Worker:
                 start_new_session=True,
             )
         except OSError as exc:
+            os.close(answers)
             self._state = "down"
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             raise ModelUnavailableError(
                 f"{self.label}: cannot start a model worker: {exc.strerror or exc}"
             ) from exc
+        finally:
+            os.close(stdout)  # the worker's copy is its own: its exit closes the pipe
+        self._answers = answers
+        loop.add_reader(answers, self._read_answers)
         self._transport = transport
         if self._done.done():  # it died before the transport was handed over
             transport.close()
@@ -250,6 +256,9 @@ class Worker:
         frames, self._outbox = self._outbox, []
         if self._state == "ready" and self._stdin is not None and not self._stdin.is_closing():
             self._stdin.write(b"".join(frames))
+            # On a busy core the worker often runs, and answers, while the write wakes it:
+            # its answers are taken now rather than after another turn of the event loop.
+            self._read_answers()
 
     async def wait(self) -> str:
         """Wait until the worker is down: why (``crashed``, ``hung``, ``stopped``, ...)."""
@@ -271,6 +280,28 @@ class Worker:
             await asyncio.shield(self._done)
 
     # Events from the pipes and the process, on the event loop.
+
+    def _read_answers(self) -> None:
+        """Take what the worker has written to its stdout, without waiting for more."""
+        if self._answers < 0:
+            return
+        try:
+            data = os.read(self._answers, _READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._received(data)
+            return
+        self._close_answers()
+        self._fail("crashed")
+
+    def _close_answers(self) -> None:
+        if self._answers >= 0:
+            self._loop.remove_reader(self._answers)
+            os.close(self._answers)
+            self._answers = -1
 
     def _arm_watchdog(self) -> None:
         deadline = self._head_since + self.limits.infer_seconds
@@ -340,6 +371,7 @@ class Worker:
         self._loop.call_later(_EXIT_GRACE_SECONDS, self._fail, "crashed")
 
     def _finished(self) -> None:
+        self._close_answers()
         self._fail("crashed")
         if self._stderr_buffer:
             self._log_line(bytes(self._stderr_buffer))

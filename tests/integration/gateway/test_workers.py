@@ -422,3 +422,37 @@ def test_a_worker_runs_on_uvloop() -> None:
     finally:
         other.close()
     assert np.array_equal(labels, expected("logistic", x[:5])["label"])
+
+
+def _open_descriptors() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def test_workers_stopped_killed_or_failing_to_load_leave_no_descriptor_open(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The gateway reads each worker's answers from a pipe of its own: every way a worker
+    ends must close it, or a server that restarts workers runs out of descriptors."""
+    x, _ = cancer()
+
+    async def scenario() -> None:
+        stopped = Worker(label="stopped", runtime=RuntimeKind.ONNX, model=onnx_model("logistic"),
+                         limits=LIMITS)  # fmt: skip
+        await stopped.start()
+        assert (await stopped.infer({"X": x[:2]}, OUTPUTS))["label"].shape == (2,)
+        await stopped.stop()
+        killed = Worker(label="killed", runtime=RuntimeKind.ONNX, model=onnx_model("logistic"),
+                        limits=LIMITS)  # fmt: skip
+        await killed.start()
+        assert killed.pid is not None
+        os.kill(killed.pid, signal.SIGKILL)
+        assert await killed.wait() == "crashed"
+        await killed.stop()
+        broken = Worker(label="broken", runtime=RuntimeKind.ONNX, model=b"not a model",
+                        limits=LIMITS)  # fmt: skip
+        with pytest.raises(InputError):
+            await broken.start()
+
+    before = _open_descriptors()
+    run(loop, scenario())
+    assert _open_descriptors() - before == set()
