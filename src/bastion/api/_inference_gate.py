@@ -87,17 +87,20 @@ class InferenceGate:
             return None
         return name
 
-    async def answer(self, scope: Scope, receive: Receive, deployment: str) -> Reply:
+    async def answer(
+        self, scope: Scope, receive: Receive, deployment: str, *, alone: bool = False
+    ) -> Reply:
         """The whole answer to an inference call, every layer's headers included.
 
-        ``receive`` gives the body as ASGI ``http.request`` messages.
+        ``receive`` gives the body as ASGI ``http.request`` messages; ``alone`` says that
+        the server has no other request on its way (the model's worker is asked at once).
         """
         state = scope.setdefault("state", {})
         request_id = request_id_for(scope)
         params = {"deployment": deployment}
         state.update(request_id=request_id, route_name=_ROUTE, path_params=params)
         extra = [(b"x-request-id", request_id.encode())]
-        reply = await self._answer(scope, receive, deployment, params, extra)
+        reply = await self._answer(scope, receive, deployment, params, extra, alone)
         if reply.status == 403 and not await self._audited(scope):
             kept = _Kept()
             await audit_failed(kept.send, request_id)
@@ -111,6 +114,7 @@ class InferenceGate:
         deployment: str,
         params: dict[str, Any],
         extra: list[tuple[bytes, bytes]],
+        alone: bool,
     ) -> Reply:
         """The answer without the headers added to every one (``extra``, security)."""
         state = scope["state"]
@@ -134,7 +138,7 @@ class InferenceGate:
         try:
             body = await self._body(receive, headers)
             answer = await call_deployment(
-                Request(scope), state["principal"], deployment, body, headers
+                Request(scope), state["principal"], deployment, body, headers, alone=alone
             )
         except BastionError as exc:
             state["error_code"] = exc.code

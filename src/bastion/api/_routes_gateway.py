@@ -115,8 +115,12 @@ async def call_deployment(
     deployment: str,
     body: bytes,
     headers: Mapping[str, str],
+    *,
+    alone: bool = False,
 ) -> Answer:
     """Authorise, run and account for one inference call; refusals are counted and recorded.
+
+    ``alone`` says that the server has no other request on its way (see Worker.infer).
 
     The metrics and the inference record are taken once the answer is on its way (the
     event loop's next turn, before it reads another request), so neither delays the caller.
@@ -131,6 +135,7 @@ async def call_deployment(
             body,
             headers.get("content-type"),
             headers,
+            alone=alone,
         )
     except BastionError as exc:
         call.account_soon(exc=exc)

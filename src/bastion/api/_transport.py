@@ -377,8 +377,9 @@ class HubHttpProtocol(HttpToolsProtocol):
         scope: Any = cycle.scope
         scope["app"] = app
         receive: Any = self._receive_within_deadline(cycle)
+        alone = len(self.tasks) == 1  # this one: no other request here to share a worker's wake
         try:
-            reply = await gate.answer(scope, receive, name)
+            reply = await gate.answer(scope, receive, name, alone=alone)
         except BaseException as exc:
             self.logger.error("Exception in ASGI application\n", exc_info=exc)
             reply = _INTERNAL_ERROR

@@ -116,7 +116,10 @@ class LiveDeployment:
         body: bytes,
         content_type: str | None,
         headers: Mapping[str, str],
+        *,
+        alone: bool = False,
     ) -> Answer:
+        """Serve one call; ``alone`` says no other call is on its way (see Worker.infer)."""
         if self.down is not None:
             raise ModelUnavailableError(self.down)
         shaper = self.shapers[tier]
@@ -133,7 +136,7 @@ class LiveDeployment:
             choice = self.router.choose(principal, self._rng)
             if choice.shadow is not None:
                 self._mirror(choice.shadow, request, wanted)
-            outputs = await self._run(choice, request, wanted)
+            outputs = await self._run(choice, request, wanted, alone)
             arm = choice.arm
             version = self._versions[choice.serve[0]] if len(choice.serve) == 1 else ""
         shaped = shaper.apply(outputs, requested, self._noise)
@@ -148,9 +151,11 @@ class LiveDeployment:
         )
         return Answer(encoded, response_headers, version, arm, shaped)
 
-    async def _run(self, choice: Choice, request: InferRequest, wanted: tuple[str, ...]) -> Tensors:
+    async def _run(
+        self, choice: Choice, request: InferRequest, wanted: tuple[str, ...], alone: bool
+    ) -> Tensors:
         if len(choice.serve) == 1:
-            return await self._timed(choice.serve[0], choice.arm, request.inputs, wanted)
+            return await self._timed(choice.serve[0], choice.arm, request.inputs, wanted, alone)
         answers = await asyncio.gather(
             *(self.workers[v].infer(request.inputs, wanted) for v in choice.serve)
         )
@@ -158,16 +163,16 @@ class LiveDeployment:
         return combine(choice.combine, answers)
 
     async def _timed(
-        self, version: str, arm: str, inputs: Tensors, wanted: tuple[str, ...]
+        self, version: str, arm: str, inputs: Tensors, wanted: tuple[str, ...], alone: bool
     ) -> Tensors:
         """Run ``version``; with a candidate in play, its outcome and latency feed the guard."""
         if self.guard is None:
-            return await self.workers[version].infer(inputs, wanted)
+            return await self.workers[version].infer(inputs, wanted, alone=alone)
         loop = asyncio.get_running_loop()
         started = loop.time()
         failed = False
         try:
-            return await self.workers[version].infer(inputs, wanted)
+            return await self.workers[version].infer(inputs, wanted, alone=alone)
         except BastionError as exc:
             failed = not exc.code.startswith("bad_")  # a caller's bad input is not a failure
             raise
@@ -180,7 +185,7 @@ class LiveDeployment:
 
         async def shadow() -> None:
             try:
-                await self._timed(version, "candidate", request.inputs, wanted)
+                await self._timed(version, "candidate", request.inputs, wanted, False)
             except BastionError as exc:
                 log.info("shadow %s of %s failed: %s", version, self.name, exc.code)
 

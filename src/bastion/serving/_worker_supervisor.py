@@ -113,7 +113,11 @@ class WorkerSupervisor:
         await self._serving.wait()
 
     async def infer(
-        self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]
+        self,
+        inputs: Mapping[str, np.ndarray[Any, Any]],
+        outputs: Sequence[str],
+        *,
+        alone: bool = False,
     ) -> Tensors:
         """As :meth:`Worker.infer`; ModelUnavailableError while the worker is down."""
         worker = self._worker
@@ -121,7 +125,7 @@ class WorkerSupervisor:
             raise ModelUnavailableError(
                 f"{self.label}: the model worker is restarting; retry in a moment"
             )
-        return await worker.infer(inputs, outputs)
+        return await worker.infer(inputs, outputs, alone=alone)
 
     async def _keep_serving(self) -> None:
         try:

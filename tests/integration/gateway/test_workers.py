@@ -199,6 +199,26 @@ def test_concurrent_requests_in_flight_are_all_answered_in_their_order(
         assert np.allclose(got["probabilities"][0], want["probabilities"][index], atol=1e-6)
 
 
+def test_calls_asked_alone_or_among_others_are_answered_in_their_order(
+    loop: asyncio.AbstractEventLoop, forest: Worker
+) -> None:
+    """A call asked alone is written at once, unless others are in flight: then it waits
+    for the shared write like them, and every answer still goes to its own caller."""
+    x, _ = cancer()
+    want = expected("forest", x[:60])
+
+    async def mixed() -> list[dict[str, np.ndarray[Any, Any]]]:
+        first = await forest.infer({"X": x[:1]}, OUTPUTS, alone=True)
+        rest = await asyncio.gather(
+            *(forest.infer({"X": x[i : i + 1]}, OUTPUTS, alone=i % 2 == 0) for i in range(1, 60))
+        )
+        return [first, *rest]
+
+    for index, got in enumerate(run(loop, mixed())):
+        assert got["label"][0] == want["label"][index]
+        assert np.allclose(got["probabilities"][0], want["probabilities"][index], atol=1e-6)
+
+
 def test_a_caller_that_gives_up_does_not_disturb_the_others(
     loop: asyncio.AbstractEventLoop, logistic: Worker
 ) -> None:
