@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from limits import RateLimitItem
 from limits.storage import MemoryStorage
@@ -68,7 +69,7 @@ Outcome = tuple[set[int], list[tuple[int, int, int]]]
 class Plan:
     """The rules one kind of request binds, with their storage keys and policy lists."""
 
-    __slots__ = ("_policies", "_tail", "names", "rules", "windows")
+    __slots__ = ("_policies", "_tail", "fresh_until", "names", "rules", "windows")
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = tuple(rules)
@@ -77,6 +78,8 @@ class Plan:
         )
         #: Per rule, the sliding window's last (previous, current) numbers and their keys.
         self.names: list[tuple[tuple[int, int] | None, str, str]] = [(None, "", "")] * len(rules)
+        #: Per rule, until when reading its counters cannot drop either (see _fresh_until).
+        self.fresh_until: list[float] = [0.0] * len(rules)
         self._tail = sorted(
             {(amount, window) for amount, window, _ in self.windows}, key=_by_window
         )
@@ -110,12 +113,11 @@ def slide(store: MemoryStorage, plan: Plan, consume: bool, now: float) -> Outcom
         named = plan.names[i]
         if named[0] != numbers:
             named = plan.names[i] = (numbers, f"{key}/{numbers[0]}", f"{key}/{numbers[1]}")
+            plan.fresh_until[i] = 0.0  # new keys (or a clock set back): read them afresh
         _, previous, current = named
-        for name in (previous, current):
-            if expirations.get(name, 0) <= now:
-                counts.pop(name, None)
-                expirations.pop(name, None)
-                locks.pop(name, None)
+        if now >= plan.fresh_until[i]:
+            _drop_expired(counts, expirations, locks, (previous, current), now)
+            plan.fresh_until[i] = _fresh_until(expirations, (previous, current), numbers, window)
         ttl = (1 - (((now - window) / window) % 1)) * window  # the previous counter's
         if not counts.get(previous, 0) * ttl / window + counts.get(current, 0) < amount:
             refused.add(i)
@@ -145,6 +147,34 @@ def slide(store: MemoryStorage, plan: Plan, consume: bool, now: float) -> Outcom
             reset = max(0, math.ceil(now + min(previous_in, current_in) - now))
         views.append((0 if i in refused else remaining, reset, i))
     return refused, views
+
+
+def _drop_expired(
+    counts: Any, expirations: Any, locks: Any, names: tuple[str, str], now: float
+) -> None:
+    """What ``limits``' store does on reading a counter: drop it once past its expiry."""
+    for name in names:
+        if expirations.get(name, 0) <= now:
+            counts.pop(name, None)
+            expirations.pop(name, None)
+            locks.pop(name, None)
+
+
+def _fresh_until(
+    expirations: Any, names: tuple[str, str], numbers: tuple[int, int], window: float
+) -> float:
+    """Until when neither counter can expire, so reading them drops nothing.
+
+    A counter that exists expires at its own expiry; one that does not yet can only be
+    created by a hit in the current window, and then expires two windows later, after
+    the current window ends. Past the current window the keys change anyway.
+    """
+    end = (numbers[1] + 1) * window
+    for name in names:
+        expiry = expirations.get(name)
+        if expiry is not None:
+            end = min(end, expiry)
+    return end
 
 
 def _by_window(policy: tuple[int, int]) -> tuple[int, int]:
