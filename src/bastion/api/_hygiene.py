@@ -132,6 +132,14 @@ class SecurityHeaders:
     def __init__(self, *, hsts: bool, cors_origins: Sequence[str] = ()) -> None:
         self.cors_origins = _parse_cors_origins(cors_origins)
         self.headers = ((HSTS,) if hsts else ()) + SECURITY_HEADERS
+        self._added = self.secured([])  # what an answer without any of them gets
+
+    def finish_own(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """:meth:`finish` for headers the hub built itself, none of them a CORS, security or
+        ``Cache-Control`` field (an inference's answer): the fields to add are known."""
+        if self.cors_origins:
+            return self.finish(headers)
+        return headers + self._added
 
     def finish(
         self, headers: Iterable[tuple[bytes, bytes]], allowed: bytes | None = None

@@ -105,6 +105,8 @@ class InferenceGate:
             kept = _Kept()
             await audit_failed(kept.send, request_id)
             return Reply(kept.status, self.security.finish(kept.headers), kept.body)
+        if reply.status == 200:  # the gate's own headers: see _answer
+            return Reply(200, self.security.finish_own(reply.headers + extra), reply.body)
         return Reply(reply.status, self.security.finish(reply.headers + extra), reply.body)
 
     async def _answer(

@@ -360,6 +360,7 @@ def test_a_failure_escaping_the_gate_is_uvicorns_500_and_closes_the_connection(
         raise RuntimeError("the security headers are gone")
 
     monkeypatch.setattr(gate.security, "finish", broken)
+    monkeypatch.setattr(gate.security, "finish_own", broken)
     body = json.dumps(_body()).encode()
     with caplog.at_level("ERROR"), _connect(published) as sock:
         sock.sendall(_request(f"/v2/models/{deployed}/infer", published.invoker, body))
