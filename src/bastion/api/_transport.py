@@ -381,7 +381,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         try:
             reply = await gate.answer(scope, receive, name, alone=alone)
         except BaseException as exc:
-            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            self.logger.error("Exception in the inference gate", exc_info=exc)
             reply = _INTERNAL_ERROR
             cycle.keep_alive = False
         try:
