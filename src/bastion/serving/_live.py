@@ -136,7 +136,7 @@ class LiveDeployment:
             choice = self.router.choose(principal, self._rng)
             if choice.shadow is not None:
                 self._mirror(choice.shadow, request, wanted)
-            outputs = await self._run(choice, request, wanted, alone)
+            outputs = await self._run(choice, request, wanted, alone=alone)
             arm = choice.arm
             version = self._versions[choice.serve[0]] if len(choice.serve) == 1 else ""
         shaped = shaper.apply(outputs, requested, self._noise)
@@ -152,10 +152,11 @@ class LiveDeployment:
         return Answer(encoded, response_headers, version, arm, shaped)
 
     async def _run(
-        self, choice: Choice, request: InferRequest, wanted: tuple[str, ...], alone: bool
+        self, choice: Choice, request: InferRequest, wanted: tuple[str, ...], *, alone: bool
     ) -> Tensors:
         if len(choice.serve) == 1:
-            return await self._timed(choice.serve[0], choice.arm, request.inputs, wanted, alone)
+            version, arm = choice.serve[0], choice.arm
+            return await self._timed(version, arm, request.inputs, wanted, alone=alone)
         answers = await asyncio.gather(
             *(self.workers[v].infer(request.inputs, wanted) for v in choice.serve)
         )
@@ -163,7 +164,13 @@ class LiveDeployment:
         return combine(choice.combine, answers)
 
     async def _timed(
-        self, version: str, arm: str, inputs: Tensors, wanted: tuple[str, ...], alone: bool
+        self,
+        version: str,
+        arm: str,
+        inputs: Tensors,
+        wanted: tuple[str, ...],
+        *,
+        alone: bool = False,
     ) -> Tensors:
         """Run ``version``; with a candidate in play, its outcome and latency feed the guard."""
         if self.guard is None:
@@ -185,7 +192,7 @@ class LiveDeployment:
 
         async def shadow() -> None:
             try:
-                await self._timed(version, "candidate", request.inputs, wanted, False)
+                await self._timed(version, "candidate", request.inputs, wanted)
             except BastionError as exc:
                 log.info("shadow %s of %s failed: %s", version, self.name, exc.code)
 

@@ -40,6 +40,7 @@ from bastion.errors import (
 from bastion.serving._runtimes import RuntimeKind
 from bastion.serving._tensors import ModelSignature
 from bastion.serving._worker_protocol import (
+    READ_SIZE,
     ErrorCode,
     Frame,
     FrameDecoder,
@@ -62,8 +63,6 @@ STDERR_LINE_CHARS = 2000
 STOP_SECONDS = 2.0
 #: Seconds to wait for a dead worker's stdout to close before giving up on it.
 _EXIT_GRACE_SECONDS = 1.0
-#: The most read from the worker's stdout at once (``os.read`` allocates what it is asked).
-_READ_SIZE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -299,7 +298,7 @@ class Worker:
         if self._answers < 0:
             return
         try:
-            data = os.read(self._answers, _READ_SIZE)
+            data = os.read(self._answers, READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

@@ -28,6 +28,7 @@ from bastion.serving._runtimes import (
 )
 from bastion.serving._sandbox import lock_down
 from bastion.serving._worker_protocol import (
+    READ_SIZE,
     ErrorCode,
     Frame,
     FrameDecoder,
@@ -40,9 +41,6 @@ from bastion.serving._worker_protocol import (
 
 logger = logging.getLogger("bastion.serving.worker")
 
-#: os.read allocates the size asked before it reads: a 1 MiB buffer is mapped and unmapped on
-#: every call (25 µs a read here, against 1.4 µs for 64 KiB). Big frames take several reads.
-_READ_SIZE = 1 << 16
 _EXIT_PROTOCOL = 3
 
 
@@ -67,13 +65,13 @@ def _protocol_descriptors() -> tuple[int, int]:
 
 
 def _frames(fd: int, decoder: FrameDecoder) -> Iterator[Frame]:
-    while chunk := os.read(fd, _READ_SIZE):
+    while chunk := os.read(fd, READ_SIZE):
         yield from decoder.feed(chunk)
 
 
 def _batches(fd: int, decoder: FrameDecoder) -> Iterator[list[Frame]]:
     """The frames of each read: several when the gateway had several requests at once."""
-    while chunk := os.read(fd, _READ_SIZE):
+    while chunk := os.read(fd, READ_SIZE):
         if frames := decoder.feed(chunk):
             yield frames
 
