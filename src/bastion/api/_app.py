@@ -33,7 +33,7 @@ from bastion.api._routes_publish import router as publish_router
 from bastion.api._security import Caller, authorize
 from bastion.api._services import Services
 from bastion.auth import ACTIONS, PolicyResource
-from bastion.errors import InternalError
+from bastion.errors import IntegrityError, InternalError
 
 __all__ = ["create_app"]
 
@@ -81,6 +81,8 @@ async def _checkpoints(services: Services, every: float) -> None:
         await anyio.sleep(every)
         try:
             await anyio.to_thread.run_sync(services.audit_reader.checkpoint)
+        except IntegrityError as exc:  # the log says why once; this repeats it as a reminder
+            log.error("no audit checkpoint signed: %s", exc.message)
         except Exception:
             log.exception("could not sign an audit checkpoint; will try again")
 

@@ -2,7 +2,8 @@
 
 The data folder holds everything: ``hub.sqlite`` (unless a PostgreSQL URL is
 configured), ``store/`` (encrypted blobs), ``keyring.json`` (key-encryption keys, mode 0600),
-``audit-key.pem`` (the audit checkpoint signing key, 0600) and ``tls/``.
+``audit-key.pem`` (the audit checkpoint signing key, 0600), ``audit-witness.json`` (the last
+checkpoint it signed, 0600) and ``tls/``.
 """
 
 from __future__ import annotations

@@ -109,9 +109,10 @@ def _verify(args: argparse.Namespace) -> int:
         read_entries,
         verify_log,
     )
-    from bastion.errors import UsageError
+    from bastion.errors import IntegrityError, UsageError
 
     witness_file: Path | None = None
+    refusal: str | None = None
     if args.entries or args.checkpoints or args.public_key:
         if not (args.entries and args.checkpoints and args.public_key):
             raise UsageError("--entries, --checkpoints and --public-key go together")
@@ -132,7 +133,7 @@ def _verify(args: argparse.Namespace) -> int:
             key = client.audit_key()
             key_id = key["key_id"]
             public_key = load_audit_public_key(key["public_key"].encode())
-            checkpoints = _checkpoints_to_head(client)
+            checkpoints, refusal = _checkpoints_to_head(client)
             witnessed = None
             if not args.no_witness:
                 witness_file = _witness_path(client.url)
@@ -141,11 +142,21 @@ def _verify(args: argparse.Namespace) -> int:
                 _stored_entries(client.audit_lines()), checkpoints, public_key, witnessed=witnessed
             )
     body: dict[str, Any] = report.to_dict()
+    if refusal is not None:
+        if report.ok:
+            raise IntegrityError(
+                f"the hub cannot return the checkpoint of its log's head ({refusal}): its "
+                "stored audit log was altered or corrupted; keep a copy of the database and "
+                "investigate"
+            )
+        body["hub_refusal"] = refusal
     if report.ok and witness_file is not None and checkpoints:
         _save_witness(witness_file, key_id, checkpoints[-1].to_json())
         body["witness"] = str(witness_file)
     lines = [f"audit log {'intact' if report.ok else 'TAMPERED'}: " + _summary(body)]
     lines += [f"  {p['kind']} at seq {p.get('seq')}: {p['message']}" for p in body["problems"]]
+    if refusal is not None:
+        lines.append(f"  the hub refuses to sign its head: {refusal}")
     emit(args, body, "\n".join(lines))
     return 0 if report.ok else 1
 
@@ -195,21 +206,21 @@ def _stored_entry(position: int, line: str) -> AuditEntry:
         ) from exc
 
 
-def _checkpoints_to_head(client: Client) -> list[SignedCheckpoint]:
-    """The hub's checkpoints, once it has signed its head (or found the head signed)."""
+def _checkpoints_to_head(client: Client) -> tuple[list[SignedCheckpoint], str | None]:
+    """The hub's checkpoints once it has signed its head, and why it would not, if it would not.
+
+    A hub refuses when the head's stored checkpoint cannot be read (the list then names
+    which one it is) or when the stored log does not extend the history it signed; the
+    checkpoints it serves then include the last one it did sign, so the check goes on.
+    """
     from bastion.errors import IntegrityError
 
+    refusal = None
     try:
         client.audit_checkpoint()
     except IntegrityError as exc:
-        # The head's stored checkpoint cannot be read: the list names which one it is.
-        _stored_checkpoints(client.audit_checkpoints())
-        raise IntegrityError(
-            f"the hub cannot return the checkpoint of its log's head ({exc.message}): its "
-            "stored audit log was altered or corrupted; keep a copy of the database and "
-            "investigate"
-        ) from exc
-    return _stored_checkpoints(client.audit_checkpoints())
+        refusal = exc.message
+    return _stored_checkpoints(client.audit_checkpoints()), refusal
 
 
 def _stored_checkpoints(lines: Iterable[str]) -> list[SignedCheckpoint]:

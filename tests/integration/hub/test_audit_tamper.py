@@ -372,11 +372,31 @@ def test_a_restored_older_database_is_a_rollback(copy: Path, pristine: Pristine)
     with running_hub(copy, port=port) as hub:  # the same URL: the same witness
         code, doc = verify_hub(hub.url)
         assert code == 1, doc
-        kinds = [kind for kind, _ in problems(doc)]
-        assert "rolled_back" in kinds
-        # without the witness the older log is consistent in itself: only a witness tells
+        # The client's witness and the hub's own are the same checkpoint, which the older
+        # log falls short of: its entries after the older head are gone.
+        assert [kind for kind, _ in problems(doc)] == ["deleted"], problems(doc)
+        assert all((seq or 0) > pristine.entries for _, seq in problems(doc))
+        assert "see its log" in doc["hub_refusal"]  # it will not sign the older head
+        # The older log is consistent in itself; the checkpoint the hub kept in its own
+        # witness file, not in the database, still tells.
         code, alone = verify_hub(hub.url, "--no-witness")
-        assert code == 0, alone
+        assert code == 1, alone
+        assert [kind for kind, _ in problems(alone)] == ["deleted"], problems(alone)
+
+
+@pytest.mark.usefixtures("env")
+def test_a_rewritten_log_with_its_checkpoints_deleted_is_still_caught(copy: Path) -> None:
+    with database(copy) as db:
+        rewrite_chain(db)
+        db.execute("DELETE FROM audit_checkpoints")
+    with running_hub(copy) as hub:
+        code, doc = verify_hub(hub.url, "--no-witness")
+        assert code == 1, doc
+        assert [kind for kind, _ in problems(doc)] == ["modified"]
+        assert "see its log" in doc["hub_refusal"]  # it will not sign the rewritten head
+        with hub.client() as admin, pytest.raises(bastion.IntegrityError):
+            admin.audit_checkpoint()
+    assert "audit-witness.json" in os.listdir(copy)
 
 
 @pytest.mark.usefixtures("env")
