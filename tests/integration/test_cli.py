@@ -254,3 +254,18 @@ def test_sign_does_not_overwrite_a_file_that_is_not_a_signature(
     assert weights.read_bytes() == before
     assert run(capsys, *sign, "--force")[0] == 0
     assert run(capsys, *sign)[0] == 0  # now a bundle: re-signing replaces it
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o640, True), (0o644, True)])
+def test_signing_with_a_key_others_may_read_warns_on_stderr(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: int, warned: bool
+) -> None:
+    run(capsys, "keygen", "--type", "ed25519", "--out", tmp_path / "k", "--unencrypted")
+    (tmp_path / "k.key").chmod(mode)
+    code, out, err = run(capsys, "sign", model, "--key", tmp_path / "k.key", "--json")
+    assert code == 0
+    assert json.loads(out)["signature"] == str(model / "model.sig")
+    assert ("is accessible to group or others" in err) is warned
+    if warned:
+        assert f"mode {mode:04o}" in err
+        assert f"chmod 600 {tmp_path / 'k.key'}" in err

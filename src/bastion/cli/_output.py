@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 from typing import Any
 
@@ -27,3 +29,22 @@ def emit(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:
 
 def note(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def warn_if_shared(path: str | os.PathLike[str], what: str) -> None:
+    """Say on stderr when a file holding a secret is open to group or others.
+
+    Signing reads such a key all the same (model-signing and openssl do), but anyone else
+    on the machine may have read it too. A path that cannot be examined is left to the
+    reader, which names the problem.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(mode) and mode & 0o077:
+        shown = os.fspath(path)
+        note(
+            f"warning: {what} {shown!r} is accessible to group or others (mode "
+            f"{stat.S_IMODE(mode):04o}); run `chmod 600 {shown}` and check who read it"
+        )

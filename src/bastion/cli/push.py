@@ -6,7 +6,7 @@ import argparse
 
 from bastion.cli._hub import Progress, add_hub_options, open_client
 from bastion.cli._options import add_passphrase_option
-from bastion.cli._output import add_json_flag, emit
+from bastion.cli._output import add_json_flag, emit, warn_if_shared
 
 __all__ = ["add_parser", "run"]
 
@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from bastion.config import read_passphrase
 
     passphrase = read_passphrase(args.passphrase_file) if args.sign_with else None
+    if args.sign_with:
+        warn_if_shared(args.sign_with, "private key")
     with open_client(args) as client:
         result = client.push(
             args.model,

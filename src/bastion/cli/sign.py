@@ -10,7 +10,7 @@ from bastion.cli._options import (
     add_passphrase_option,
     open_cache,
 )
-from bastion.cli._output import add_json_flag, emit, note
+from bastion.cli._output import add_json_flag, emit, note, warn_if_shared
 from bastion.config import read_passphrase
 from bastion.errors import PassphraseError
 
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from bastion.signing._keys import MAX_KEY_FILE
 
     data = read_input(args.key, "private key", limit=MAX_KEY_FILE)
+    warn_if_shared(args.key, "private key")
     passphrase = None
     if b"ENCRYPTED" in data:
         passphrase = read_passphrase(args.passphrase_file, prompt="Key passphrase: ")
