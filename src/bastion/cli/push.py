@@ -32,8 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from bastion.config import read_passphrase
 
     passphrase = read_passphrase(args.passphrase_file) if args.sign_with else None
-    if args.sign_with:
-        warn_if_shared(args.sign_with, "private key")
     with open_client(args) as client:
         result = client.push(
             args.model,
@@ -43,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
             signature=args.signature,
             progress=Progress(),
         )
+    if args.sign_with:  # said once the key has proved to be one
+        warn_if_shared(args.sign_with, "private key")
     emit(
         args,
         {"ok": True, **result},

@@ -44,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from bastion.signing._keys import MAX_KEY_FILE
 
     data = read_input(args.key, "private key", limit=MAX_KEY_FILE)
-    warn_if_shared(args.key, "private key")
     passphrase = None
     if b"ENCRYPTED" in data:
         passphrase = read_passphrase(args.passphrase_file, prompt="Key passphrase: ")
@@ -54,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 "(--passphrase-file, BASTION_KEY_PASSPHRASE, or run in a terminal)"
             )
     key = PrivateKey.from_pem(data, passphrase, source=f"private key {args.key!r}")
+    warn_if_shared(args.key, "private key")
     cache = open_cache(args.cache)
     try:
         result = sign(
