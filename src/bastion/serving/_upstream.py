@@ -2,10 +2,11 @@
 
 In upstream mode (``bastion deploy --upstream http://triton:8000``) requests that Bastion
 has authorised, limited, validated and audited are forwarded to an OIP server (Triton,
-KServe, MLServer) by :class:`UpstreamClient`: one aiohttp session with a keep-alive pool,
-built for the hot path. It sends only what it is given (the validated body, its content
-type, the binary extension's header and a request id), never the caller's credentials,
-follows no redirects, and bounds the time and size of every answer. Failures of the upstream
+KServe, MLServer) by :class:`UpstreamClient`, over a keep-alive pool of HTTP/1.1
+connections built for the hot path (``_http1.py``). It sends only what it is given (the
+validated body, its content type, the binary extension's header and a request id), never
+the caller's credentials, follows no redirects, and bounds the time and size of every
+answer. Failures of the upstream
 server are :class:`UpstreamError` (HTTP 502) with a short message; its answer body, which
 may be a Python traceback, is never put in an error (a 5xx body's first 200 characters are
 logged at warning level instead).
@@ -13,6 +14,7 @@ logged at warning level instead).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import ssl
@@ -21,10 +23,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import quote
 
-import aiohttp
 import yarl
 
 from bastion.errors import InputError, UpstreamError, UsageError
+from bastion.serving._http1 import AnswerTooLarge, ConnectFailed, ExchangeFailed, Http1Pool
 from bastion.serving._oip import HEADER_LENGTH_HEADER
 from bastion.serving._strict_json import load_strict_json
 from bastion.serving._tensors import ModelSignature
@@ -110,9 +112,9 @@ def _header_length(value: str | None) -> int | None:
 
 
 class UpstreamClient:
-    """Forwards validated OIP requests to the server at ``base_url`` over one session.
+    """Forwards validated OIP requests to the server at ``base_url`` over one pool.
 
-    Nothing is sent until :meth:`start`; :meth:`close` ends the session. Use it from one
+    Nothing is sent until :meth:`start`; :meth:`close` closes its connections. Use it from one
     event loop. ``timeout`` bounds each request (connection, sending and the whole answer),
     ``max_answer_bytes`` the answer's body once decoded.
     """
@@ -142,31 +144,37 @@ class UpstreamClient:
         self._timeout = float(timeout)
         self._max_connections = max_connections
         self._max_answer_bytes = max_answer_bytes
+        url = yarl.URL(self.base_url, encoded=True)
+        self._host, self._port = url.raw_host or "", url.port or 0
+        self._prefix = url.raw_path.rstrip("/")
+        self._tls = url.scheme == "https"
+        default_port = 443 if self._tls else 80
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        authority = host if self._port == default_port else f"{host}:{self._port}"
+        #: What every request's head starts with after its request line.
+        self._common = (
+            f"Host: {authority}\r\nUser-Agent: bastion-gateway\r\nAccept-Encoding: identity\r\n"
+        )
         self._ssl_context = ssl_context
-        self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[tuple[str, str], yarl.URL] = {}
+        self._pool: Http1Pool | None = None
+        self._heads: dict[tuple[str, str], str] = {}
 
     async def start(self) -> None:
-        """Open the session and its connection pool (idempotent)."""
-        if self._session is not None:
+        """Open the connection pool (idempotent); connections open as requests need them."""
+        if self._pool is not None:
             return
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            ssl=self._ssl_context if self._ssl_context is not None else True,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"User-Agent": "bastion-gateway", "Accept-Encoding": "identity"},
-            trust_env=False,
+        context = self._ssl_context
+        if context is None and self._tls:
+            context = ssl.create_default_context()
+        self._pool = Http1Pool(
+            self._host, self._port, ssl_context=context, max_connections=self._max_connections
         )
 
     async def close(self) -> None:
-        """Close the session and its connections (idempotent)."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        """Close the pool and its idle connections (idempotent)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     async def __aenter__(self) -> UpstreamClient:
         await self.start()
@@ -180,71 +188,68 @@ class UpstreamClient:
     ) -> None:
         await self.close()
 
-    def _url(self, model: str, action: str) -> yarl.URL:
-        key = (model, action)
-        url = self._urls.get(key)
-        if url is None:
-            if not isinstance(model, str) or not model:
+    def _head(self, method: str, model: str | None, action: str) -> str:
+        """The request line and fixed headers for ``method`` on a model's ``action`` (cached)."""
+        key = (method, action if model is None else f"{model}\0{action}")
+        head = self._heads.get(key)
+        if head is None:
+            if model is None:
+                path = f"{self._prefix}{action}"
+            elif isinstance(model, str) and model:
+                path = f"{self._prefix}/v2/models/{quote(model, safe='')}{action}"
+            else:
                 raise UsageError("an upstream model name must be a non-empty string")
-            url = yarl.URL(
-                f"{self.base_url}/v2/models/{quote(model, safe='')}{action}", encoded=True
-            )
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            self._urls[key] = url
-        return url
+            head = f"{method} {path} HTTP/1.1\r\n{self._common}"
+            if len(self._heads) >= _URL_CACHE_SIZE:
+                self._heads.clear()
+            self._heads[key] = head
+        return head
 
     async def _request(
         self,
-        method: str,
-        url: yarl.URL,
+        head: str,
         limit: int,
         *,
         data: bytes | None = None,
-        headers: dict[str, str] | None = None,
+        headers: str = "",
     ) -> tuple[int, bytes, Mapping[str, str]]:
-        """Status, body (at most ``limit`` bytes) and headers of one exchange."""
-        session = self._session
-        if session is None:
+        """Status, body (at most ``limit`` bytes) and headers (lower-case names) of one
+        exchange; ``headers`` are extra header lines, each ending in CRLF."""
+        pool = self._pool
+        if pool is None:
             raise UsageError("call UpstreamClient.start() before sending requests")
+        if data is None:
+            request = (f"{head}{headers}\r\n".encode("latin-1"), b"")
+        else:
+            length = f"Content-Length: {len(data)}\r\n\r\n"
+            request = (f"{head}{headers}{length}".encode("latin-1"), data)
         try:
-            async with session.request(
-                method, url, data=data, headers=headers, allow_redirects=False
-            ) as answer:
-                length = answer.content_length
-                if length is not None and length > limit:
-                    raise self._too_large(limit)
-                if length is not None and not answer.headers.get("Content-Encoding"):
-                    body = await answer.read()
-                else:
-                    body = await self._read_bounded(answer, limit)
-                return answer.status, body, answer.headers
+            async with asyncio.timeout(self._timeout):
+                answer = await pool.exchange(request, limit)
         except TimeoutError as exc:
             raise UpstreamError(
                 f"the upstream server at {self.base_url} did not answer within "
                 f"{self._timeout:g} s; check its load, or raise the deployment's timeout"
             ) from exc
-        except aiohttp.ClientConnectorError as exc:
+        except ConnectFailed as exc:
             raise UpstreamError(
                 f"cannot connect to the upstream server at {self.base_url} "
                 f"({type(exc.os_error).__name__}); check that it runs and that the "
                 "deployment's upstream URL points at it"
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except AnswerTooLarge as exc:
+            raise self._too_large(limit) from exc
+        except ExchangeFailed as exc:
+            raise UpstreamError(
+                f"the exchange with the upstream server at {self.base_url} failed "
+                f"({exc.reason}); check the server and the network to it"
+            ) from exc
+        except OSError as exc:
             raise UpstreamError(
                 f"the exchange with the upstream server at {self.base_url} failed "
                 f"({type(exc).__name__}); check the server and the network to it"
             ) from exc
-
-    async def _read_bounded(self, answer: aiohttp.ClientResponse, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in answer.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise self._too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return answer.status, answer.body, answer.headers
 
     def _too_large(self, limit: int) -> UpstreamError:
         return UpstreamError(
@@ -286,9 +291,9 @@ class UpstreamClient:
             )
         return UpstreamError(f"{where} answered with unexpected status {status}")
 
-    async def _probe(self, url: yarl.URL) -> bool:
+    async def _probe(self, head: str) -> bool:
         try:
-            status, _, _ = await self._request("GET", url, MAX_SMALL_ANSWER)
+            status, _, _ = await self._request(head, MAX_SMALL_ANSWER)
         except UpstreamError as exc:
             logger.debug("upstream readiness probe failed: %s", exc.message)
             return False
@@ -296,15 +301,15 @@ class UpstreamClient:
 
     async def ready(self) -> bool:
         """Whether the server answers 200 to ``GET /v2/health/ready``; False if unreachable."""
-        return await self._probe(yarl.URL(f"{self.base_url}/v2/health/ready", encoded=True))
+        return await self._probe(self._head("GET", None, "/v2/health/ready"))
 
     async def model_ready(self, model: str) -> bool:
         """Whether the server answers 200 to ``GET /v2/models/{model}/ready``."""
-        return await self._probe(self._url(model, "/ready"))
+        return await self._probe(self._head("GET", model, "/ready"))
 
     async def model_metadata(self, model: str) -> ModelSignature:
         """The signature in the server's metadata for ``model``, parsed strictly."""
-        status, body, _ = await self._request("GET", self._url(model, ""), MAX_SMALL_ANSWER)
+        status, body, _ = await self._request(self._head("GET", model, ""), MAX_SMALL_ANSWER)
         if not 200 <= status < 300:
             error = self._refused(status, body, model)
             raise error if isinstance(error, UpstreamError) else UpstreamError(error.message)
@@ -332,18 +337,17 @@ class UpstreamClient:
         """
         if not (content_type.isascii() and content_type.isprintable()):
             raise UsageError("a content type must be printable ASCII")
-        headers = {"Content-Type": content_type}
+        headers = f"Content-Type: {content_type}\r\n"
         if header_length is not None:
             if type(header_length) is not int or not 0 <= header_length <= len(body):
                 raise UsageError(f"{HEADER_LENGTH_HEADER} must be a length within the body")
-            headers[HEADER_LENGTH_HEADER] = str(header_length)
+            headers += f"{HEADER_LENGTH_HEADER}: {header_length}\r\n"
         if request_id is not None:
             if len(request_id) > 256 or not (request_id.isascii() and request_id.isprintable()):
                 raise UsageError("a request id must be printable ASCII of at most 256 characters")
-            headers["X-Request-ID"] = request_id
+            headers += f"X-Request-ID: {request_id}\r\n"
         status, answer, answer_headers = await self._request(
-            "POST",
-            self._url(model, "/infer"),
+            self._head("POST", model, "/infer"),
             self._max_answer_bytes,
             data=body,
             headers=headers,
@@ -353,6 +357,6 @@ class UpstreamClient:
         return UpstreamAnswer(
             status,
             answer,
-            answer_headers.get("Content-Type"),
-            _header_length(answer_headers.get(HEADER_LENGTH_HEADER)),
+            answer_headers.get("content-type"),
+            _header_length(answer_headers.get(HEADER_LENGTH_HEADER.lower())),
         )

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.errors import InputError, UpstreamError, UsageError
 from bastion.serving._oip_answer import parse_infer_answer
@@ -432,3 +434,184 @@ def test_bad_arguments_and_header_injection_are_refused(
 
     with pytest.raises(UsageError):
         run(scenario())
+
+
+# -- the connection pool, against a raw server that says exactly what a test wants ----------
+
+#: A server's answer to one request: the bytes to write, then whether to close the connection.
+Script = Callable[[int, int], tuple[bytes, bool]]
+
+
+@asynccontextmanager
+async def raw_serving(script: Script) -> AsyncIterator[tuple[str, list[int]]]:
+    """A loopback TCP server; ``script(connection, request)`` answers each request read.
+
+    Yields the URL and, per connection, the number of requests it read.
+    """
+    counts: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = len(counts)
+        counts.append(0)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                counts[number] += 1
+                data, close = script(number, counts[number])
+                writer.write(data)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", counts
+    finally:
+        server.close()
+
+
+def ok(body: bytes = b'{"model_name":"m","outputs":[]}', extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def _infer_raw(
+    script: Script, times: int = 1, **kwargs: Any
+) -> tuple[list[bytes], list[int]]:
+    async with raw_serving(script) as (url, counts), UpstreamClient(url, **kwargs) as client:
+        bodies = []
+        for _ in range(times):
+            answer = await client.infer("m", REQUEST, content_type="application/json")
+            bodies.append(answer.body)
+        return bodies, counts
+
+
+def test_an_idle_connection_the_server_dropped_is_retried_once_on_a_new_one() -> None:
+    def script(connection: int, request: int) -> tuple[bytes, bool]:
+        if connection == 0 and request == 2:
+            return b"", True  # the keep-alive connection closes as the request arrives
+        return ok(), False
+
+    bodies, counts = run(_infer_raw(script, times=3))
+    assert len(bodies) == 3
+    assert counts == [2, 2]  # the dropped request went again, on the second connection
+
+
+def test_a_new_connection_closed_without_an_answer_is_not_retried() -> None:
+    def script(connection: int, request: int) -> tuple[bytes, bool]:
+        return b"", True
+
+    with pytest.raises(UpstreamError, match="closed before the answer ended"):
+        run(_infer_raw(script))
+
+
+@pytest.mark.parametrize(
+    ("answer", "body", "connections"),
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+         b"abcde", 1),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"final"), b"final", 1),
+        (ok(b"short", b"Connection: close\r\n"), b"short", 3),
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", b"until the end", 3),
+    ],
+    ids=["chunked", "interim-100", "connection-close", "until-close"],
+)  # fmt: skip
+def test_answers_are_read_however_their_length_is_told(
+    answer: bytes, body: bytes, connections: int
+) -> None:
+    def script(connection: int, request: int) -> tuple[bytes, bool]:
+        return answer, b"Connection: close" in answer or answer.startswith(b"HTTP/1.0")
+
+    bodies, counts = run(_infer_raw(script, times=3))
+    assert bodies == [body] * 3
+    assert len(counts) == connections
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz",
+    ],
+    ids=["not-http", "two-lengths", "unknown-encoding", "bad-gzip"],
+)
+def test_an_answer_that_is_not_http_is_an_upstream_error(answer: bytes) -> None:
+    def script(connection: int, request: int) -> tuple[bytes, bool]:
+        return answer, False
+
+    with pytest.raises(UpstreamError, match=r"exchange with the upstream server .* failed"):
+        run(_infer_raw(script))
+
+
+def test_at_most_max_connections_are_opened_and_every_call_is_answered() -> None:
+    active: list[int] = []
+    peak: list[int] = [0]
+
+    async def handler(request: web.Request) -> web.Response:
+        active.append(1)
+        peak[0] = max(peak[0], len(active))
+        await asyncio.sleep(0.02)
+        active.pop()
+        return web.json_response(ANSWER)
+
+    async def scenario() -> list[UpstreamAnswer]:
+        async with client_for(handler, max_connections=2) as client:
+            calls = [client.infer("m", REQUEST, content_type="application/json") for _ in range(8)]
+            return await asyncio.gather(*calls)
+
+    answers = run(scenario())
+    assert [a.status for a in answers] == [200] * 8
+    assert peak[0] == 2
+
+
+def test_a_timed_out_exchange_closes_its_connection() -> None:
+    def script(connection: int, request: int) -> tuple[bytes, bool]:
+        return (b"", False) if connection == 0 else (ok(), False)
+
+    async def scenario() -> list[int]:
+        async with raw_serving(script) as (url, counts):
+            async with UpstreamClient(url, timeout=0.2) as client:
+                with pytest.raises(UpstreamError, match="did not answer within"):
+                    await client.infer("m", REQUEST, content_type="application/json")
+                await client.infer("m", REQUEST, content_type="application/json")
+            return counts
+
+    assert run(scenario()) == [1, 1]  # the second call went out on a new connection
+
+
+@settings(max_examples=60, deadline=None)
+@given(answer=st.binary(max_size=300), close=st.booleans())
+def test_any_bytes_from_the_server_give_an_answer_or_an_upstream_error(
+    answer: bytes, close: bool
+) -> None:
+    def script(connection: int, request: int) -> tuple[bytes, bool]:
+        return answer, close
+
+    try:
+        bodies, _ = run(_infer_raw(script, timeout=0.5, max_answer_bytes=256))
+    except UpstreamError:
+        return
+    assert len(bodies[0]) <= 256
+
+
+def test_the_pool_works_on_uvloop_as_the_server_runs_it() -> None:
+    import uvloop
+
+    def script(connection: int, request: int) -> tuple[bytes, bool]:
+        if connection == 0 and request == 2:
+            return b"", True
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", False
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        bodies, counts = runner.run(_infer_raw(script, times=3))
+    assert bodies == [b"ok"] * 3
+    assert counts == [2, 2]
