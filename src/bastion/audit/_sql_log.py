@@ -86,8 +86,9 @@ class AuditLog:
     ) -> None:
         """``witness``: the file keeping the last checkpoint signed (see ``_hub_witness.py``).
 
-        Without one, the state signed is kept in memory only, and the first append or
-        checkpoint replays the whole stored log. Raises :class:`IntegrityError` for a
+        Without one, the state signed is kept in memory only. With none yet (a first start,
+        or a witness removed on purpose), the stored head is taken as it stands at the first
+        append or checkpoint, as a trusted start. Raises :class:`IntegrityError` for a
         witness file that cannot be used, or that another key signed.
         """
         self._db = db
@@ -105,8 +106,9 @@ class AuditLog:
                     f"the audit witness {str(witness)!r} is of log {kept[1].checkpoint.log_id}, "
                     f"not {self.log_id}; it belongs to another hub"
                 )
-        #: The log's history as this log knows it, and its last signed checkpoint's line.
-        self._known = ChainState.genesis() if kept is None else kept[0]
+        #: The log's history as this log knows it (None: not yet; the stored head is taken
+        #: as it stands at the first use), and its last signed checkpoint's line.
+        self._known: ChainState | None = None if kept is None else kept[0]
         self._witnessed = None if kept is None else kept[1].to_json()
         #: Why signing stopped: the stored log does not extend the history known.
         self._broken: str | None = None
@@ -219,6 +221,11 @@ class AuditLog:
         then goes on from the stored head, so no entry is lost.
         """
         known = self._known
+        if known is None:  # nothing signed yet to hold it against: trust it from here
+            known = _stored_state(head)
+            if known.tree.size != known.size:  # a head at odds with itself: read it all back
+                known = ChainState.genesis()
+            self._known = known
         if self._broken is None:
             if head.seq == known.size and head.hash == known.last_hash:
                 return known
@@ -246,7 +253,7 @@ class AuditLog:
             else:
                 self._known = state
                 return state
-        return ChainState(head.seq, head.hash, MerkleAccumulator.from_json(head.accumulator))
+        return _stored_state(head)
 
     def _stored_after(self, s: Session, after: int, last: int) -> Iterator[tuple[int, str]]:
         """Stored ``(seq, line)`` rows from seq ``after + 1`` to ``last``, a page at a time."""
@@ -341,6 +348,11 @@ def _readable(row: AuditCheckpointRow) -> SignedCheckpoint:
             "the audit log was altered or corrupted in the database; keep a copy of the "
             "database and investigate"
         ) from exc
+
+
+def _stored_state(head: AuditHead) -> ChainState:
+    """The chain's state as the database's head row has it."""
+    return ChainState(head.seq, head.hash, MerkleAccumulator.from_json(head.accumulator))
 
 
 def _head(s: Session) -> AuditHead:

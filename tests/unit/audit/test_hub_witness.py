@@ -146,14 +146,14 @@ def test_a_database_rolled_back_is_never_signed(
     witness = tmp_path / "witness.json"
     log = _open(database, signer, witness)
     _record(log, 10)
-    kept = _stored(database)[5]  # entry 6: the head of an older backup
+    older = _stored(database)[:6]  # an older backup held entries 1..6
+    tree = MerkleAccumulator()
+    for e in older:
+        tree.append(bytes.fromhex(e.hash))
     with database.session() as s:
         s.execute(delete(AuditEntryRow).where(AuditEntryRow.seq > 6))
         s.execute(delete(AuditCheckpointRow).where(AuditCheckpointRow.size > 6))
-        tree = MerkleAccumulator()
-        for e in _stored(database):
-            tree.append(bytes.fromhex(e.hash))
-        s.execute(update(AuditHead).values(seq=6, hash=kept.hash, accumulator=tree.to_json()))
+        s.execute(update(AuditHead).values(seq=6, hash=older[-1].hash, accumulator=tree.to_json()))
     restarted = _open(database, signer, witness)
     with pytest.raises(IntegrityError, match="holds 6 entries, but this hub knows of 10"):
         restarted.checkpoint()
@@ -298,3 +298,19 @@ def test_a_mutated_witness_file_is_refused_never_crashes(
         assert "cannot be used" in refusal
     else:
         assert loaded[0].matches(loaded[1])
+
+
+def test_without_a_witness_the_stored_head_is_taken_unless_it_is_at_odds_with_itself(
+    database: Database, signer: CheckpointSigner, tmp_path: Path
+) -> None:
+    _record(_open(database, signer, None), 7)
+    _rewrite(database, 3)  # a consistent rewrite, before any witness existed: taken as found
+    trusting = _open(database, signer, tmp_path / "witness.json")
+    assert SignedCheckpoint.from_json(trusting.checkpoint() or "").checkpoint.size == 7
+    with database.session() as s:  # a head whose accumulator does not cover its seq
+        s.execute(update(AuditHead).values(accumulator=MerkleAccumulator().to_json()))
+    (tmp_path / "witness.json").unlink()
+    reading = _open(database, signer, tmp_path / "witness.json")
+    _record(reading, 1)  # read back from the first entry, which still chains: signs on
+    assert SignedCheckpoint.from_json(reading.checkpoint() or "").checkpoint.size == 8
+    assert _report(reading, database, signer) == []
