@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from bastion.audit import (
     GENESIS_HASH,
     AuditEntry,
+    AuditLog,
     CheckpointSigner,
     MerkleAccumulator,
     SignedCheckpoint,
@@ -96,3 +97,19 @@ def build_log(
                 )
             )
     return SignedLog(entries, checkpoints, signer)
+
+
+def record_entries(
+    log: AuditLog, count: int, *, actor: str = "key-1", action: str = "version.pull"
+) -> None:
+    """``count`` entries appended through ``log`` (resources med/xray@1.0.0, 1.0.1, ...)."""
+    for i in range(count):
+        log.record(
+            actor=actor,
+            action=action,
+            resource=f"med/xray@1.0.{i}",
+            outcome="allowed",
+            source="10.0.0.1",
+            request_id=f"req-{i}",
+            details={"i": i},
+        )

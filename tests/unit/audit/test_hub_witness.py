@@ -33,6 +33,7 @@ from bastion.audit._hub_witness import ChainState, HubWitness, replay
 from bastion.db import AuditCheckpointRow, AuditEntryRow, AuditHead, Database
 from bastion.errors import IntegrityError
 from tests.support.databases import migrated_database  # noqa: F401 (the database fixture)
+from tests.unit.audit._log import record_entries
 
 T0 = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 EVERY = 5
@@ -48,19 +49,6 @@ def _now() -> datetime:
 
 def _open(db: Database, signer: CheckpointSigner, witness: Path | None) -> AuditLog:
     return AuditLog(db, signer, checkpoint_every=EVERY, now=_now, witness=witness)
-
-
-def _record(log: AuditLog, count: int, actor: str = "key-1") -> None:
-    for i in range(count):
-        log.record(
-            actor=actor,
-            action="version.pull",
-            resource=f"med/xray@1.0.{i}",
-            outcome="allowed",
-            source="10.0.0.1",
-            request_id=f"req-{i}",
-            details={"i": i},
-        )
 
 
 def _stored(db: Database) -> list[AuditEntry]:
@@ -112,10 +100,10 @@ def test_a_rewritten_log_is_never_signed_and_stays_detectable(
     database: Database, signer: CheckpointSigner, tmp_path: Path
 ) -> None:
     log = _open(database, signer, tmp_path / "witness.json")
-    _record(log, 12)  # checkpoints at 5 and 10
+    record_entries(log, 12)  # checkpoints at 5 and 10
     assert _report(log, database, signer) == []
     _rewrite(database, 7)
-    _record(log, 8, actor="key-2")  # recording goes on: 20 entries, seq 15 and 20 unsigned
+    record_entries(log, 8, actor="key-2")  # recording goes on: 20 entries, seq 15 and 20 unsigned
     assert len(_stored(database)) == 20
     with pytest.raises(IntegrityError, match="does not extend the history this hub signed"):
         log.checkpoint()
@@ -131,7 +119,7 @@ def test_a_restart_replays_from_the_witness_and_refuses_a_rewrite_made_while_dow
     database: Database, signer: CheckpointSigner, tmp_path: Path
 ) -> None:
     witness = tmp_path / "witness.json"
-    _record(_open(database, signer, witness), 7)  # signed at 5
+    record_entries(_open(database, signer, witness), 7)  # signed at 5
     assert os.stat(witness).st_mode & 0o777 == 0o600
     _rewrite(database, 2)
     restarted = _open(database, signer, witness)
@@ -145,7 +133,7 @@ def test_a_database_rolled_back_is_never_signed(
 ) -> None:
     witness = tmp_path / "witness.json"
     log = _open(database, signer, witness)
-    _record(log, 10)
+    record_entries(log, 10)
     older = _stored(database)[:6]  # an older backup held entries 1..6
     tree = MerkleAccumulator()
     for e in older:
@@ -157,7 +145,7 @@ def test_a_database_rolled_back_is_never_signed(
     restarted = _open(database, signer, witness)
     with pytest.raises(IntegrityError, match="holds 6 entries, but this hub knows of 10"):
         restarted.checkpoint()
-    _record(restarted, 4)  # seq 10 again, and not signed
+    record_entries(restarted, 4)  # seq 10 again, and not signed
     with database.session() as s:
         assert s.get(AuditCheckpointRow, 10) is None
     # Removing the witness is how an operator accepts a restored database.
@@ -173,8 +161,8 @@ def test_two_processes_sharing_the_database_sign_each_others_entries(
     witness = tmp_path / "witness.json"
     first, second = _open(database, signer, witness), _open(database, signer, witness)
     for _ in range(4):
-        _record(first, 3, actor="key-a")
-        _record(second, 2, actor="key-b")
+        record_entries(first, 3, actor="key-a")
+        record_entries(second, 2, actor="key-b")
     assert first.checkpoint() is not None
     assert second.checkpoint() is not None
     sizes = [SignedCheckpoint.from_json(line).checkpoint.size for line in first.checkpoints()]
@@ -189,7 +177,7 @@ def test_a_stored_checkpoint_of_the_head_for_another_state_is_refused(
     database: Database, signer: CheckpointSigner, tmp_path: Path, signed: bool
 ) -> None:
     log = _open(database, signer, tmp_path / "witness.json")
-    _record(log, 6)
+    record_entries(log, 6)
     other_state = Checkpoint(
         log_id=log.log_id,
         size=6,
@@ -229,7 +217,7 @@ def test_a_witness_others_may_read_or_of_another_key_is_refused(
     tmp_path: Path,
 ) -> None:
     witness = tmp_path / "witness.json"
-    _record(_open(database, signer, witness), 5)
+    record_entries(_open(database, signer, witness), 5)
     with pytest.raises(IntegrityError, match="signed by another key"):
         _open(database, other_signer, witness)
     witness.chmod(0o644)
@@ -303,7 +291,7 @@ def test_a_mutated_witness_file_is_refused_never_crashes(
 def test_without_a_witness_the_stored_head_is_taken_unless_it_is_at_odds_with_itself(
     database: Database, signer: CheckpointSigner, tmp_path: Path
 ) -> None:
-    _record(_open(database, signer, None), 7)
+    record_entries(_open(database, signer, None), 7)
     _rewrite(database, 3)  # a consistent rewrite, before any witness existed: taken as found
     trusting = _open(database, signer, tmp_path / "witness.json")
     assert SignedCheckpoint.from_json(trusting.checkpoint() or "").checkpoint.size == 7
@@ -311,6 +299,6 @@ def test_without_a_witness_the_stored_head_is_taken_unless_it_is_at_odds_with_it
         s.execute(update(AuditHead).values(accumulator=MerkleAccumulator().to_json()))
     (tmp_path / "witness.json").unlink()
     reading = _open(database, signer, tmp_path / "witness.json")
-    _record(reading, 1)  # read back from the first entry, which still chains: signs on
+    record_entries(reading, 1)  # read back from the first entry, which still chains: signs on
     assert SignedCheckpoint.from_json(reading.checkpoint() or "").checkpoint.size == 8
     assert _report(reading, database, signer) == []

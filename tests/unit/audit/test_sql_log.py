@@ -16,6 +16,7 @@ from bastion.audit import AuditEntry, AuditLog, CheckpointSigner
 from bastion.db import AuditCheckpointRow, AuditEntryRow, Database
 from bastion.errors import IntegrityError
 from tests.support.databases import migrated_database  # noqa: F401 (the database fixture)
+from tests.unit.audit._log import record_entries
 
 T0 = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 
@@ -24,16 +25,7 @@ def _log(db: Database, signer: CheckpointSigner, entries: int, *, every: int = 1
     """``entries`` entries, recorded 30 minutes apart from 12:00 UTC on."""
     clock = iter([T0 + timedelta(minutes=30 * i) for i in range(entries)])
     log = AuditLog(db, signer, checkpoint_every=every, now=lambda: next(clock, T0))
-    for i in range(entries):
-        log.record(
-            actor="key-1",
-            action="version.push",
-            resource=f"med/xray@1.0.{i}",
-            outcome="allowed",
-            source="10.0.0.1",
-            request_id=f"req-{i}",
-            details={"i": i},
-        )
+    record_entries(log, entries, action="version.push")
     return log
 
 
