@@ -11,6 +11,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -18,6 +19,7 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bastion.crypto._tls import ensure_tls_material
 from bastion.errors import InputError, UpstreamError, UsageError
 from bastion.serving._oip_answer import parse_infer_answer
 from bastion.serving._tensors import Datatype, ModelSignature, TensorSpec
@@ -615,3 +617,41 @@ def test_the_pool_works_on_uvloop_as_the_server_runs_it() -> None:
         bodies, counts = runner.run(_infer_raw(script, times=3))
     assert bodies == [b"ok"] * 3
     assert counts == [2, 2]
+
+
+def test_an_https_upstream_is_verified_against_the_given_ca(tmp_path: Path) -> None:
+    tls = ensure_tls_material(tmp_path / "tls")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(tls.server_cert, tls.server_key)
+    paths: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                paths.append(head.split(b" ")[1])
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                writer.write(ok(json.dumps(ANSWER).encode()))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def scenario(context: ssl.SSLContext) -> UpstreamAnswer:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            url = f"https://localhost:{port}/kserve"
+            async with UpstreamClient(url, ssl_context=context) as client:
+                await client.infer("m", REQUEST, content_type="application/json")
+                return await client.infer("m", REQUEST, content_type="application/json")
+        finally:
+            server.close()
+
+    trusting = ssl.create_default_context(cafile=str(tls.ca_cert))
+    answer = run(scenario(trusting))
+    assert json.loads(answer.body) == ANSWER
+    assert paths == [b"/kserve/v2/models/m/infer"] * 2
+    with pytest.raises(UpstreamError, match=r"cannot connect .*SSLCertVerificationError"):
+        run(scenario(ssl.create_default_context()))  # the system's CAs do not know this one
