@@ -26,26 +26,32 @@ def open_client(args: argparse.Namespace) -> Client:
 
 
 class Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+    """A one-line progress bar on stderr, only when stderr is a terminal.
+
+    Files may report in turns (a pull fetches two at once): the line shows the file that
+    reported last, and the rate is the whole transfer's since its first report.
+    """
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._start = time.monotonic()
+        self._start: float | None = None
         self._shown = 0.0
-        self._name = ""
+        self._done: dict[str, int] = {}
 
     def __call__(self, name: str, done: int, total: int) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        if name == self._name and done < total and now - self._shown < 0.1:
+        if self._start is None:
+            self._start = now
+        self._done[name] = done
+        if done < total and now - self._shown < 0.1:
             return
-        self._name, self._shown = name, now
-        rate = done / max(now - self._start, 1e-6) / 1e6
+        self._shown = now
+        rate = sum(self._done.values()) / max(now - self._start, 1e-6) / 1e6
         pct = 100 if total == 0 else done * 100 // total
         shown = name if len(name) <= 40 else "..." + name[-37:]
         sys.stderr.write(f"\r{shown:<40} {pct:3d}% {rate:8.1f} MB/s")
         if done >= total:
             sys.stderr.write("\n")
-            self._start = time.monotonic()
         sys.stderr.flush()
