@@ -13,7 +13,18 @@ import stat
 
 from bastion.errors import BastionError, InputError, PathNotFoundError
 
-__all__ = ["read_input"]
+__all__ = ["read_input", "shared_secret"]
+
+
+def shared_secret(path: str | os.PathLike[str], what: str, mode: int) -> str | None:
+    """What is wrong with a file holding a secret whose ``mode`` lets group or others in;
+    None when it does not."""
+    if not mode & 0o077:
+        return None
+    return (
+        f"{what} {os.fspath(path)!r} is accessible to group or others (mode "
+        f"{stat.S_IMODE(mode):04o}); run `chmod 600 {os.fspath(path)}` and check who read it"
+    )
 
 
 def read_input(
@@ -43,12 +54,8 @@ def read_input(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise error(f"{what} {shown} is not a regular file; point to the file itself")
-        if private and st.st_mode & 0o077:
-            raise error(
-                f"{what} {shown} is accessible to group or others (mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {os.fspath(path)}` and check "
-                "who read it"
-            )
+        if private and (problem := shared_secret(path, what, st.st_mode)):
+            raise error(problem)
         if st.st_size > limit:
             raise error(f"{what} {shown} is too large ({st.st_size} bytes; at most {limit})")
         chunks = []

@@ -38,13 +38,11 @@ def warn_if_shared(path: str | os.PathLike[str], what: str) -> None:
     on the machine may have read it too. A path that cannot be examined is left to the
     reader, which names the problem.
     """
+    from bastion._files import shared_secret
+
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):
         return
-    if stat.S_ISREG(mode) and mode & 0o077:
-        shown = os.fspath(path)
-        note(
-            f"warning: {what} {shown!r} is accessible to group or others (mode "
-            f"{stat.S_IMODE(mode):04o}); run `chmod 600 {shown}` and check who read it"
-        )
+    if stat.S_ISREG(mode) and (problem := shared_secret(path, what, mode)):
+        note(f"warning: {problem}")
