@@ -274,9 +274,10 @@ class AuditLog:
         if self._broken is not None:
             return
         self._known = state
-        if signed is None:
+        line = None if signed is None else signed.to_json()
+        if signed is None or line == self._witnessed:  # a quiet hub's head, signed already
             return
-        self._witnessed = signed.to_json()
+        self._witnessed = line
         if self._witness is not None:
             self._witness.keep(state, signed)
 
