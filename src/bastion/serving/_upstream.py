@@ -49,7 +49,7 @@ _NOT_THE_CALLERS = {
     408: "it timed out reading the request; retry later",
     429: "it is overloaded; retry later",
 }
-_URL_CACHE_SIZE = 1024
+_HEAD_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class UpstreamClient:
             else:
                 raise UsageError("an upstream model name must be a non-empty string")
             head = f"{method} {path} HTTP/1.1\r\n{self._common}"
-            if len(self._heads) >= _URL_CACHE_SIZE:
+            if len(self._heads) >= _HEAD_CACHE_SIZE:
                 self._heads.clear()
             self._heads[key] = head
         return head
