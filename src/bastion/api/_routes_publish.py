@@ -83,18 +83,30 @@ async def upload_file(
 
 
 async def _receive(request: Request, sink: UploadSink) -> None:
-    """Stream the body into ``sink``, processing one batch while receiving the next."""
+    """Stream the body into ``sink``, processing one batch while receiving the next.
+
+    Served by Bastion's transport, the connection gathers each batch itself (see
+    ``bastion.api._transport``), so the route wakes once per batch, not per read.
+    """
+    batches = request.scope.get("extensions", {}).get("bastion.body_batches")
+    if batches is not None:
+        batches(_BATCH)
     loop = asyncio.get_running_loop()
     pending: asyncio.Future[None] | None = None
     batch = bytearray()
+    full: bytes | bytearray
     try:
         async for chunk in request.stream():
-            batch += chunk
-            if len(batch) >= _BATCH:
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(None, sink.write, batch)
-                batch = bytearray()
+            if batch or len(chunk) < _BATCH:
+                batch += chunk
+                if len(batch) < _BATCH:
+                    continue
+                full, batch = batch, bytearray()
+            else:
+                full = chunk  # a whole batch from the connection, handed on as it is
+            if pending is not None:
+                await pending
+            pending = loop.run_in_executor(None, sink.write, full)
         if pending is not None:
             await pending
             pending = None

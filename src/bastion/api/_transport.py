@@ -24,7 +24,13 @@ which adds to it:
   small answer, not two;
 - inference calls the gate takes (:mod:`bastion.api._inference_gate`) answered
   without an ASGI cycle: the gate computes the whole answer, and it is written
-  at once.
+  at once;
+- request bodies in batches, for a route that asks: ``scope["extensions"]
+  ["bastion.body_batches"]`` is a callable taking a size in bytes, after which each
+  ``http.request`` event carries at least that many body bytes (a ``bytearray``)
+  but the last. Bytes are gathered as they arrive, without waking the
+  application for each read, and reading pauses while a whole batch waits to be
+  taken; the body idle deadline still counts from the last byte that arrived.
 
 Idle keep-alive connections are closed after uvicorn's ``timeout_keep_alive``.
 """
@@ -243,6 +249,10 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.head_timer: TimerHandle | None = None
         self.linger_timer: TimerHandle | None = None
         self.writes: JoinedWrites | None = None  # the running response cycle's
+        self.body_at = 0.0  # when body bytes last arrived (the loop's clock)
+        self.batched: RequestResponseCycle | None = None  # whose body goes out in batches
+        self.batch_size = 0
+        self.batch_timer: TimerHandle | None = None
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -259,10 +269,10 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self.head_timer, self.linger_timer):
+        for timer in (self.head_timer, self.linger_timer, self.batch_timer):
             if timer is not None:
                 timer.cancel()
-        self.head_timer = self.linger_timer = None
+        self.head_timer = self.linger_timer = self.batch_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -341,11 +351,22 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.head_timer.cancel()
             self.head_timer = None
         super().on_headers_complete()
+        cycle = self.cycle
+        extensions: Any = self.scope.setdefault("extensions", {})  # typed for dicts only
+        extensions["bastion.body_batches"] = lambda size: self._batch_body(cycle, size)
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = True
         self.stray_bytes = 0
-        super().on_body(body)
+        self.body_at = self.loop.time()
+        cycle = self.cycle
+        if cycle is not self.batched:
+            super().on_body(body)
+        elif not cycle.response_complete:
+            cycle.body += body
+            if len(cycle.body) >= self.batch_size:  # a whole batch: hand it over, read no more
+                self.flow.pause_reading()
+                cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         self.phase = "idle"
@@ -424,6 +445,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         if self.writes is not None:  # a HEAD answer's head: nothing followed it
             self.writes.flush()
             self.writes = None
+        self.batched = None
         super().on_response_complete()
 
     # Bounds -----------------------------------------------------------------------------------
@@ -487,6 +509,8 @@ class HubHttpProtocol(HttpToolsProtocol):
         """``cycle``'s receive, ending the connection when body bytes stop arriving."""
 
         async def receive_within_deadline() -> ASGIReceiveEvent:
+            if cycle is self.batched:
+                return await self._receive_batch(cycle)
             if not cycle.more_body or cycle.body or cycle.disconnected or cycle.response_complete:
                 return await cycle.receive()
             timer = self.loop.call_later(self.limits.body_idle_timeout, self._body_stalled, cycle)
@@ -497,11 +521,66 @@ class HubHttpProtocol(HttpToolsProtocol):
 
         return receive_within_deadline
 
+    # Bodies in batches -----------------------------------------------------------------------
+
+    def _batch_body(self, cycle: RequestResponseCycle, size: int) -> None:
+        """Hand ``cycle``'s body to the application ``size`` bytes at a time from now on."""
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"a body batch is a positive number of bytes, not {size!r}")
+        if not cycle.response_complete and not cycle.disconnected:
+            self.batched = cycle
+            self.batch_size = size
+
+    async def _receive_batch(self, cycle: RequestResponseCycle) -> ASGIReceiveEvent:
+        """The next ``batch_size`` body bytes (or the rest), as one ``http.request`` event.
+
+        Once the whole body was handed over, this is uvicorn's receive: it waits for the
+        response to complete or the client to leave.
+        """
+        if not cycle.more_body or _ended(cycle):
+            return await cycle.receive()
+        if cycle.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            cycle.waiting_for_100_continue = False
+        event = cycle.message_event
+        while cycle.more_body and len(cycle.body) < self.batch_size and not _ended(cycle):
+            self.flow.resume_reading()
+            self.body_at = self.loop.time()  # the wait starts now
+            self.batch_timer = self.loop.call_later(
+                self.limits.body_idle_timeout, self._batch_idle, cycle
+            )
+            try:
+                await event.wait()
+            finally:
+                if self.batch_timer is not None:
+                    self.batch_timer.cancel()
+                    self.batch_timer = None
+            event.clear()
+        if _ended(cycle):
+            return {"type": "http.disconnect"}
+        batch: Any = cycle.body  # a bytearray where ASGI says bytes: the batch is not copied
+        cycle.body = bytearray()
+        return {"type": "http.request", "body": batch, "more_body": cycle.more_body}
+
+    def _batch_idle(self, cycle: RequestResponseCycle) -> None:
+        """The body idle deadline of a batch: from the last byte that arrived, not the wait."""
+        left = self.body_at + self.limits.body_idle_timeout - self.loop.time()
+        if left > 0:
+            self.batch_timer = self.loop.call_later(left, self._batch_idle, cycle)
+        else:
+            self.batch_timer = None
+            self._body_stalled(cycle)
+
     def _body_stalled(self, cycle: RequestResponseCycle) -> None:
         log.info("closed a connection from %s: request body stalled", self.client)
         cycle.disconnected = True
         cycle.message_event.set()
         self.transport.close()
+
+
+def _ended(cycle: RequestResponseCycle) -> bool:
+    """Whether ``cycle``'s client left or its answer was sent: no more body is wanted."""
+    return cycle.disconnected or cycle.response_complete
 
 
 def _problem_response(

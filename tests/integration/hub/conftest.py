@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -63,7 +63,11 @@ def _free_port() -> int:
 
 
 def start_hub(
-    data_dir: Path, *, limits: RateLimits | None = None, **settings: object
+    data_dir: Path,
+    *,
+    limits: RateLimits | None = None,
+    transport: Literal["hub", "uvicorn"] = "hub",
+    **settings: object,
 ) -> tuple[RunningHub, uvicorn.Server, threading.Thread]:
     port = int(settings.pop("port", None) or _free_port())  # type: ignore[call-overload]
     config = ServerSettings(
@@ -82,8 +86,13 @@ def start_hub(
         )
     services = dataclasses.replace(services, limiter=RateLimiter(limits))
     token = bootstrap_admin(services, None) or ""
-    # The hub's own transport, as `bastion serve` runs it (inference calls skip ASGI there).
-    server = uvicorn.Server(hub_server_config(create_app(services), host="127.0.0.1", port=port))
+    app = create_app(services)
+    if transport == "hub":
+        # The hub's own transport, as `bastion serve` runs it (inference calls skip ASGI there).
+        config = hub_server_config(app, host="127.0.0.1", port=port)
+    else:  # any ASGI server: what the routes do must not depend on the hub's transport
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

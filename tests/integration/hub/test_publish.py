@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from tests.integration.hub.conftest import (
     open_upload,
     put_file,
     sign_beside,
+    start_hub,
     upload_all,
     write_safe_model,
 )
@@ -124,6 +126,27 @@ def test_push_with_an_existing_signature(
     unsigned = write_safe_model(tmp_path / "unsigned", seed=4)
     with pytest.raises(bastion.UsageError, match="no signature"):
         admin.push(unsigned, "med/xray@3.0.0")
+
+
+@pytest.mark.parametrize("transport", ["hub", "uvicorn"])
+def test_files_larger_than_a_batch_arrive_whole(
+    transport: Literal["hub", "uvicorn"], signing_key: bastion.PrivateKey, tmp_path: Path
+) -> None:
+    """Uploads are received in 4 MiB batches: by the hub's transport, or by the route itself."""
+    running, server, thread = start_hub(tmp_path / "hub-data", transport=transport)
+    try:
+        model = write_safe_model(tmp_path / "big", size=1500)  # 9 MB: two batches and a rest
+        with running.client() as admin:
+            admin.create_namespace("med", bastion.TrustPolicy.for_keys([signing_key.public_key]))
+            pushed = admin.push(model, "med/big@1.0.0", key=signing_key)
+            assert (pushed["state"], pushed["reasons"]) == ("published", [])
+            admin.pull("med/big@1.0.0", tmp_path / "pulled")
+        weights = "model.safetensors"
+        assert (tmp_path / "pulled" / weights).read_bytes() == (model / weights).read_bytes()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        running.services.hub.db.dispose()
 
 
 def _assert_never_served(http: httpx.Client, admin: Client, ref: str, dest: Path) -> None:

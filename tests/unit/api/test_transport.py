@@ -614,3 +614,208 @@ def test_arbitrary_request_heads_get_an_http_answer() -> None:
 
         answered()
         assert get(port)[0] == 200
+
+
+# Bodies in batches ----------------------------------------------------------------------------
+
+
+@dataclass
+class BatchApp:
+    """Asks for its request bodies in batches of ``size`` bytes (on paths under /batched).
+
+    Answers with the body's SHA-256 and the size of each ``http.request`` event.
+    """
+
+    size: int
+    disconnects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"].startswith("/batched"):
+            try:
+                scope["extensions"]["bastion.body_batches"](self.size)
+            except ValueError as exc:
+                self.errors.append(str(exc))
+        digest, sizes = hashlib.sha256(), []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnects += 1
+                return
+            body = message.get("body", b"")
+            digest.update(body)
+            sizes.append(len(body))
+            if not message.get("more_body", False):
+                break
+        payload = json.dumps({"sha256": digest.hexdigest(), "sizes": sizes}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(payload)),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def post(path: str, body: bytes, *, chunked: bool = False, close: bool = True) -> bytes:
+    """A POST of ``body`` to ``path``, sized by Content-Length or sent in 7,000-byte chunks."""
+    head = f"POST {path} HTTP/1.1\r\nHost: t\r\n" + ("Connection: close\r\n" if close else "")
+    if not chunked:
+        return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    pieces = [body[i : i + 7000] for i in range(0, len(body), 7000)]
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+    return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + framed + b"0\r\n\r\n"
+
+
+def answers(received: bytes) -> list[dict[str, Any]]:
+    """The JSON bodies of the responses in ``received``, in order."""
+    found = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        found.append(json.loads(rest[:length]))
+        received = rest[length:]
+    return found
+
+
+def assert_batched(answer: dict[str, Any], body: bytes, size: int) -> None:
+    """The body arrived whole, every event but the last holding at least ``size`` bytes."""
+    assert answer["sha256"] == hashlib.sha256(body).hexdigest()
+    sizes = answer["sizes"]
+    assert sum(sizes) == len(body)
+    assert all(n >= size for n in sizes[:-1]), sizes
+    assert len(sizes) <= len(body) // size + 2, sizes
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_asked_for_in_batches_arrives_whole_in_batches(chunked: bool) -> None:
+    body = bytes(range(256)) * 4000 + b"tail"  # 1,024,004 bytes: at least 16 reads of 64 KiB
+    app = BatchApp(size=256 * 1024)
+    with serving(limited_config(app)) as port:
+        (batched,) = answers(exchange(port, post("/batched", body, chunked=chunked)))
+        (plain,) = answers(exchange(port, post("/plain", body, chunked=chunked)))
+    assert_batched(batched, body, app.size)
+    assert len(batched["sizes"]) <= 5
+    # Without asking, the same body comes in uvicorn's small pieces.
+    assert plain["sha256"] == batched["sha256"]
+    assert len(plain["sizes"]) > 5
+
+
+def test_batches_over_tls(pki: Pki) -> None:
+    body = b"\x00\xff" * 700_001
+    app = BatchApp(size=300_000)
+    config = hub_server_config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        ssl_certfile=pki.server_cert,
+        ssl_keyfile=pki.server_key,
+    )
+    with serving(config) as port:
+        (answer,) = answers(exchange(port, post("/batched", body), client_context(pki)))
+    assert_batched(answer, body, app.size)
+
+
+def test_a_batched_request_leaves_the_next_on_its_connection_unbatched() -> None:
+    first, second = b"a" * 200_000, b"b" * 4000
+    app = BatchApp(size=150_000)
+    with serving(limited_config(app)) as port, connect(port) as conn:
+        conn.sendall(post("/batched", first, close=False))
+        received = b""
+        while b"sha256" not in received:
+            received += conn.recv(65536)
+        request = post("/plain", second)
+        conn.sendall(request[:-3000])
+        for start in (-3000, -2000, -1000):  # the rest in pieces, each a read of its own
+            time.sleep(0.1)
+            conn.sendall(request[start : start + 1000 or None])
+        while chunk := conn.recv(65536):
+            received += chunk
+    one, two = answers(received)
+    assert_batched(one, first, app.size)
+    assert two["sha256"] == hashlib.sha256(second).hexdigest()
+    assert len(two["sizes"]) > 1  # the pieces as they came: no batches were asked for
+
+
+def test_a_batched_body_that_keeps_arriving_is_served_however_long_it_takes() -> None:
+    app = BatchApp(size=1 << 20)  # far more than is sent: the wait spans the whole body
+    with serving(limited_config(app)) as port:  # 0.5 s without a byte closes the connection
+        with connect(port) as conn:
+            conn.sendall(b"POST /batched HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
+            for _ in range(10):  # 1 s in all, twice the deadline, never 0.5 s without a byte
+                time.sleep(0.1)
+                conn.sendall(b"x")
+            received = b""
+            while b"sha256" not in received and (chunk := conn.recv(65536)):
+                received += chunk
+        assert answers(received)[0]["sizes"] == [10]
+        # Bytes that stop arriving close the connection a deadline after the last of them.
+        with connect(port) as conn:
+            conn.sendall(b"POST /batched HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
+            for _ in range(4):
+                time.sleep(0.2)
+                conn.sendall(b"x")
+            stopped = time.monotonic()
+            assert conn.recv(65536) == b""  # closed, no answer
+            assert time.monotonic() - stopped >= 0.4
+    assert app.disconnects == 1
+
+
+def test_a_batched_body_waits_for_100_continue() -> None:
+    body = b"c" * 100_000
+    app = BatchApp(size=40_000)
+    head = b"POST /batched HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+    with serving(limited_config(app)) as port, connect(port) as conn:
+        conn.sendall(head + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += conn.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.sendall(body)
+        received = interim.partition(b"\r\n\r\n")[2]
+        while chunk := conn.recv(65536):
+            received += chunk
+    assert_batched(answers(received)[0], body, app.size)
+
+
+@pytest.mark.parametrize("size", [0, -1, 1.5, "4096"])
+def test_a_batch_is_a_positive_number_of_bytes(size: Any) -> None:
+    app = BatchApp(size=size)
+    with serving(limited_config(app)) as port:
+        (answer,) = answers(exchange(port, post("/batched", b"body")))
+    assert answer["sizes"] == [4]  # the body as it came, unbatched
+    assert len(app.errors) == 1
+    assert "positive number of bytes" in app.errors[0]
+
+
+def test_arbitrary_bodies_and_batch_sizes_arrive_whole() -> None:
+    app = BatchApp(size=1)
+    with serving(limited_config(app, body_idle_timeout=5.0)) as port:
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(
+            body=st.binary(max_size=3000).map(lambda b: b * 40),
+            size=st.integers(min_value=1, max_value=150_000),
+            chunked=st.booleans(),
+            cuts=st.lists(st.integers(min_value=0, max_value=130_000), max_size=4),
+        )
+        def arrives(body: bytes, size: int, chunked: bool, cuts: list[int]) -> None:
+            app.size = size
+            request = post("/batched", body, chunked=chunked)
+            with connect(port) as conn:
+                start = 0
+                for cut in sorted(cuts):  # the request in pieces, each a read of its own
+                    conn.sendall(request[start:cut])
+                    start = max(start, cut)
+                    time.sleep(0.01)
+                conn.sendall(request[start:])
+                received = b""
+                while chunk := conn.recv(65536):
+                    received += chunk
+            (answer,) = answers(received)
+            assert_batched(answer, body, size)
+
+        arrives()
+    assert app.errors == []
