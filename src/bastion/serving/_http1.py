@@ -7,7 +7,8 @@ the gateway's own checks. :class:`Http1Pool` does what that hop needs and nothin
 - one exchange at a time per connection, the whole request in one write;
 - answers parsed by llhttp (``httptools``, which uvicorn uses to read requests);
 - bodies bounded while they arrive, whether sized by ``Content-Length``, chunked or read
-  until the connection closes; ``gzip`` and ``deflate`` decoded within the same bound;
+  until the connection closes; ``gzip`` and ``deflate`` decoded within the same bound, and
+  a compressed stream that ends before its own end marker refused as an incomplete answer;
 - connections kept alive when the answer allows it, at most ``max_connections`` open;
 - no redirects, cookies, proxies or environment settings. The one retry: a request sent on
   a reused connection that the server closed before answering anything (an idle connection
@@ -73,13 +74,15 @@ class HttpAnswer:
 class _Decoder:
     """Decodes a ``gzip`` or ``deflate`` body, never producing more than ``room`` bytes."""
 
-    __slots__ = ("_inflate",)
+    __slots__ = ("_fed", "_inflate")
 
     def __init__(self, encoding: str) -> None:
         # 47: a gzip or zlib header, detected; deflate is zlib-wrapped (RFC 9110 8.4.1.2).
         self._inflate = zlib.decompressobj(47 if encoding == "gzip" else 15)
+        self._fed = False
 
     def feed(self, data: bytes, room: int) -> bytes:
+        self._fed = True
         try:
             out = self._inflate.decompress(data, room + 1)
         except zlib.error as exc:
@@ -87,6 +90,11 @@ class _Decoder:
         if len(out) > room or self._inflate.unconsumed_tail:
             raise AnswerTooLarge
         return out
+
+    def finish(self) -> None:
+        """The body has ended: its encoded stream must have ended with it (an empty body may)."""
+        if self._fed and not self._inflate.eof:
+            raise ExchangeFailed("an encoded body that ends before its compressed stream does")
 
 
 class _Connection(asyncio.Protocol):
@@ -174,6 +182,12 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._until_close and not self._complete:  # a body that ends with the connection
             self._complete = True
+            try:
+                if self._decoder is not None:
+                    self._decoder.finish()
+            except ExchangeFailed as failure:
+                self._settle(failure)
+                return
             self._settle()
             return
         why = "the connection closed before the answer ended"
@@ -225,6 +239,8 @@ class _Connection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
+        if self._decoder is not None:
+            self._decoder.finish()
         self._complete = True
         self.reusable = self._parser.should_keep_alive() and not self._out_of_step
         self._settle()

@@ -522,8 +522,12 @@ def test_a_new_connection_closed_without_an_answer_is_not_retried() -> None:
         (b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"final"), b"final", 1),
         (ok(b"short", b"Connection: close\r\n"), b"short", 3),
         (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", b"until the end", 3),
+        (b"HTTP/1.0 200 OK\r\nContent-Encoding: gzip\r\n\r\n" + gzip.compress(b"whole"),
+         b"whole", 3),
+        (ok(b"", b"Content-Encoding: gzip\r\n"), b"", 1),
     ],
-    ids=["chunked", "interim-100", "connection-close", "until-close"],
+    ids=["chunked", "interim-100", "connection-close", "until-close", "gzip-until-close",
+         "gzip-empty"],
 )  # fmt: skip
 def test_answers_are_read_however_their_length_is_told(
     answer: bytes, body: bytes, connections: int
@@ -536,6 +540,10 @@ def test_answers_are_read_however_their_length_is_told(
     assert len(counts) == connections
 
 
+#: A gzip stream cut short: its framing says it is whole, its own end never comes.
+_TRUNCATED_GZIP = gzip.compress(b'{"model_name":"m","outputs":[]}' * 20)[:-12]
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -543,12 +551,15 @@ def test_answers_are_read_however_their_length_is_told(
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nhi",
         b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz",
+        ok(_TRUNCATED_GZIP, b"Content-Encoding: gzip\r\n"),
+        b"HTTP/1.0 200 OK\r\nContent-Encoding: gzip\r\n\r\n" + _TRUNCATED_GZIP,
     ],
-    ids=["not-http", "two-lengths", "unknown-encoding", "bad-gzip"],
-)
+    ids=["not-http", "two-lengths", "unknown-encoding", "bad-gzip", "truncated-gzip",
+         "truncated-gzip-until-close"],
+)  # fmt: skip
 def test_an_answer_that_is_not_http_is_an_upstream_error(answer: bytes) -> None:
     def script(connection: int, request: int) -> tuple[bytes, bool]:
-        return answer, False
+        return answer, answer.startswith(b"HTTP/1.0")
 
     with pytest.raises(UpstreamError, match=r"exchange with the upstream server .* failed"):
         run(_infer_raw(script))
