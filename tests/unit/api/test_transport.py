@@ -569,18 +569,27 @@ def test_stalled_body_closes_the_connection_and_the_app_sees_a_disconnect() -> N
     assert app.calls == 2
 
 
+def drip(port: int, path: str, until: bytes) -> bytes:
+    """POST 10 body bytes to ``path``, one every 0.1 s; what came back, up to ``until``.
+
+    1 s in all: twice the 0.5 s deadline of ``limited_config``, never 0.5 s without a byte.
+    """
+    with connect(port) as conn:
+        conn.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n".encode())
+        for _ in range(10):
+            time.sleep(0.1)
+            conn.sendall(b"x")
+        answer = b""
+        while until not in answer and (chunk := conn.recv(65536)):
+            answer += chunk
+        return answer
+
+
 def test_a_body_that_keeps_arriving_is_served_however_long_it_takes() -> None:
     """The deadline is for a wait with nothing arriving, not for the whole body."""
     app = EchoApp()
     with serving(limited_config(app)) as port:  # 0.5 s without a byte closes the connection
-        with connect(port) as conn:
-            conn.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
-            for _ in range(10):  # 1 s in all, twice the deadline, never 0.5 s without a byte
-                time.sleep(0.1)
-                conn.sendall(b"x")
-            answer = b""
-            while b"body_bytes" not in answer and (chunk := conn.recv(65536)):
-                answer += chunk
+        answer = drip(port, "/", b"body_bytes")
         assert status_of(answer) == 200
         assert b'"body_bytes": 10' in answer
         # A later wait that lasts the whole deadline still closes the connection.
@@ -742,15 +751,7 @@ def test_a_batched_request_leaves_the_next_on_its_connection_unbatched() -> None
 def test_a_batched_body_that_keeps_arriving_is_served_however_long_it_takes() -> None:
     app = BatchApp(size=1 << 20)  # far more than is sent: the wait spans the whole body
     with serving(limited_config(app)) as port:  # 0.5 s without a byte closes the connection
-        with connect(port) as conn:
-            conn.sendall(b"POST /batched HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
-            for _ in range(10):  # 1 s in all, twice the deadline, never 0.5 s without a byte
-                time.sleep(0.1)
-                conn.sendall(b"x")
-            received = b""
-            while b"sha256" not in received and (chunk := conn.recv(65536)):
-                received += chunk
-        assert answers(received)[0]["sizes"] == [10]
+        assert answers(drip(port, "/batched", b"sha256"))[0]["sizes"] == [10]
         # Bytes that stop arriving close the connection a deadline after the last of them.
         with connect(port) as conn:
             conn.sendall(b"POST /batched HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
