@@ -13,10 +13,10 @@ import stat
 
 from bastion.errors import BastionError, InputError, PathNotFoundError
 
-__all__ = ["read_input", "shared_secret"]
+__all__ = ["others_may_read", "read_input"]
 
 
-def shared_secret(path: str | os.PathLike[str], what: str, mode: int) -> str | None:
+def others_may_read(path: str | os.PathLike[str], what: str, mode: int) -> str | None:
     """What is wrong with a file holding a secret whose ``mode`` lets group or others in;
     None when it does not."""
     if not mode & 0o077:
@@ -54,7 +54,7 @@ def read_input(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise error(f"{what} {shown} is not a regular file; point to the file itself")
-        if private and (problem := shared_secret(path, what, st.st_mode)):
+        if private and (problem := others_may_read(path, what, st.st_mode)):
             raise error(problem)
         if st.st_size > limit:
             raise error(f"{what} {shown} is too large ({st.st_size} bytes; at most {limit})")

@@ -13,6 +13,8 @@ import stat
 import sys
 from typing import Any
 
+from bastion._files import others_may_read
+
 __all__ = ["add_json_flag", "emit", "note"]
 
 
@@ -38,11 +40,9 @@ def warn_if_shared(path: str | os.PathLike[str], what: str) -> None:
     on the machine may have read it too. A path that cannot be examined is left to the
     reader, which names the problem.
     """
-    from bastion._files import shared_secret
-
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):
         return
-    if stat.S_ISREG(mode) and (problem := shared_secret(path, what, mode)):
+    if stat.S_ISREG(mode) and (problem := others_may_read(path, what, mode)):
         note(f"warning: {problem}")
