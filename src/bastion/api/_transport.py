@@ -43,6 +43,7 @@ import math
 import ssl
 from asyncio import TimerHandle, Transport
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -351,18 +352,15 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.head_timer.cancel()
             self.head_timer = None
         super().on_headers_complete()
-        cycle = self.cycle
-        extensions: Any = self.scope.setdefault("extensions", {})  # typed for dicts only
-        extensions["bastion.body_batches"] = lambda size: self._batch_body(cycle, size)
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = True
         self.stray_bytes = 0
-        self.body_at = self.loop.time()
         cycle = self.cycle
         if cycle is not self.batched:
             super().on_body(body)
         elif not cycle.response_complete:
+            self.body_at = self.loop.time()
             cycle.body += body
             if len(cycle.body) >= self.batch_size:  # a whole batch: hand it over, read no more
                 self.flow.pause_reading()
@@ -384,6 +382,9 @@ class HubHttpProtocol(HttpToolsProtocol):
             return
         self.writes = JoinedWrites(self.transport, cycle)
         cycle.transport = self.writes  # type: ignore[assignment]
+        scope.setdefault("extensions", {})["bastion.body_batches"] = partial(
+            self._batch_body, cycle
+        )  # offered to what runs through ASGI: the gate's calls read no bodies in batches
         super()._start_asgi_task(cycle, self._with_body_deadline(cycle, app))
 
     async def _answer_directly(
